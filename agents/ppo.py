@@ -1,0 +1,361 @@
+"""Proximal Policy Optimization (Schulman et al. 2017) on vectorized JAX environments.
+
+One update, top to bottom: COLLECT ``num_steps`` transitions from ``num_envs`` envs, compute
+ADVANTAGES with GAE (bootstrapping from the final observation on truncation), then UPDATE for
+``update_epochs`` epochs over ``num_minibatches`` minibatches. Discrete and continuous actions.
+The network follows the sequence-layer convention ``(carry, obs[T, B], resets[T, B])``: the loss
+re-runs each rollout from the carry it started with, and minibatches split over environments
+(a feed-forward network sees its rollout as T = 1 sequences of independent samples).
+
+``make_train(config) -> train(key)`` runs everything in one jittable function; ``num_seeds`` is a
+vmap axis over ``key``. Hyperparameters marked traced (lr, gamma, gae_lambda, clip_eps,
+ent_coef, vf_coef) live in the learner state as jax values, so they can be vmapped too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from seqrl.envs import make_vec
+from seqrl.envs.core import NormalizeObservationState, find_state
+
+from seqrl import config as cfg
+from seqrl.config import ConfigError, LoopConfig, NetworkConfig, WrapperConfig, option
+from seqrl.evaluate import episode_returns
+from seqrl.heads import head_for
+from seqrl.loop import Trainer, train_fn
+from seqrl.networks import ActorCritic
+from seqrl.returns import gae
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    num_steps: int = option(128, "rollout length per env and update", ge=1)
+    update_epochs: int = option(4, "passes over each rollout", ge=1)
+    num_minibatches: int = option(4, "minibatches per epoch (split over envs / samples)", ge=1)
+    lr: float = option(2.5e-4, "Adam learning rate", gt=0, traced=True)
+    anneal_lr: bool = option(True, "decay the learning rate linearly to 0")
+    gamma: float = option(0.99, "discount", ge=0, le=1, traced=True)
+    gae_lambda: float = option(0.95, "GAE lambda", ge=0, le=1, traced=True)
+    clip_eps: float = option(
+        0.2, "policy ratio clip range (also clips the value loss)", gt=0, traced=True
+    )
+    ent_coef: float = option(0.01, "entropy bonus coefficient", ge=0, traced=True)
+    vf_coef: float = option(0.5, "value loss coefficient", ge=0, traced=True)
+    max_grad_norm: float = option(0.5, "global gradient norm clip", gt=0)
+    normalize_advantages: bool = option(True, "standardize advantages per minibatch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """PPO training run."""
+
+    agent: Literal["ppo"] = option("ppo", "the algorithm")
+    env: str = option("gymnax/CartPole-v1", "environment name (see `seqrl envs`)")
+    env_kwargs: dict = option({}, "keyword arguments for the environment's constructor")
+    seed: int = option(0, "random seed (seed i of num_seeds uses fold_in(seed, i))", ge=0)
+    num_seeds: int = option(1, "independent seeds trained in parallel (a vmap axis)", ge=1)
+    num_envs: int = option(4, "parallel environments per seed", ge=1)
+    total_timesteps: int = option(500_000, "env steps per seed", ge=1)
+    ppo: PPOConfig = option(PPOConfig(), "PPO hyperparameters")
+    network: NetworkConfig = option(NetworkConfig(), "actor-critic network")
+    wrappers: WrapperConfig = option(WrapperConfig(), "environment wrappers")
+    loop: LoopConfig = option(LoopConfig(), "host loop, checkpoints, evaluation")
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.ppo.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.steps_per_update
+
+    def validate(self) -> None:
+        if self.num_updates < 1:
+            raise ConfigError(
+                f"config key 'total_timesteps' ({self.total_timesteps}) must be at least "
+                f"num_envs * ppo.num_steps = {self.steps_per_update}"
+            )
+        split = self.num_envs if self.network.backbone != "mlp" else self.steps_per_update
+        if split % self.ppo.num_minibatches:
+            raise ConfigError(
+                f"config key 'ppo.num_minibatches' ({self.ppo.num_minibatches}) must divide "
+                f"{'num_envs' if self.network.backbone != 'mlp' else 'num_envs * ppo.num_steps'}"
+                f" = {split}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# State
+# ---------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class HyperParams:
+    lr: jax.Array
+    gamma: jax.Array
+    gae_lambda: jax.Array
+    clip_eps: jax.Array
+    ent_coef: jax.Array
+    vf_coef: jax.Array
+
+
+@struct.dataclass
+class LearnerState:
+    params: Any
+    opt_state: Any
+    env_state: Any
+    obs: jax.Array  # [B, ...] next observation to act on
+    first: jax.Array  # [B] obs is the first of an episode (resets recurrent state)
+    carry: Any  # network carry before `obs`
+    key: jax.Array
+    update_step: jax.Array
+    hparams: HyperParams
+
+
+@struct.dataclass
+class Transition:
+    obs: jax.Array
+    first: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    done: jax.Array
+    final_obs: jax.Array
+    episode_done: jax.Array
+    episode_return: jax.Array
+
+
+def hyperparams_from(config: Config) -> HyperParams:
+    return HyperParams(
+        **{k: jnp.asarray(v, jnp.float32) for k, v in cfg.traced_fields(config.ppo).items()}
+    )
+
+
+def make_network(config: Config, action_space) -> ActorCritic:
+    net = config.network
+    return ActorCritic(
+        head=head_for(action_space), hidden_sizes=net.hidden_sizes, activation=net.activation
+    )
+
+
+def make_env(config: Config, num_envs: int, *, obs_stats=None, evaluation: bool = False):
+    """The vectorized training env; for evaluation, without reward scaling and with the
+    observation statistics ``obs_stats`` frozen."""
+    w = config.wrappers
+    return make_vec(
+        config.env,
+        num_envs,
+        env_kwargs=config.env_kwargs,
+        clip_action=w.clip_action,
+        normalize_obs=w.normalize_obs,
+        normalize_reward=w.normalize_reward and not evaluation,
+        gamma=config.ppo.gamma,
+        obs_stats=obs_stats,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The algorithm
+# ---------------------------------------------------------------------------------------------
+
+
+def make_trainer(config: Config) -> Trainer:
+    """Pure functions for the training loop: ``init(key)``, ``update(state)``, ``evaluate``."""
+    p = config.ppo
+    venv = make_env(config, config.num_envs)
+    env_params = venv.default_params
+    action_space = venv.action_space(env_params)
+    network = make_network(config, action_space)
+    num_updates = config.num_updates
+    tx = optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.scale_by_adam(eps=1e-5))
+
+    def init(key: jax.Array, hparams: HyperParams | None = None) -> LearnerState:
+        key, net_key, env_key = jax.random.split(key, 3)
+        obs, env_state = venv.reset(env_key, env_params)
+        carry = network.initialize_carry(config.num_envs)
+        first = jnp.ones(config.num_envs, jnp.bool_)
+        params = network.init(net_key, carry, obs[None], first[None])
+        return LearnerState(
+            params=params,
+            opt_state=tx.init(params),
+            env_state=env_state,
+            obs=obs,
+            first=first,
+            carry=carry,
+            key=key,
+            update_step=jnp.zeros((), jnp.int32),
+            hparams=hyperparams_from(config) if hparams is None else hparams,
+        )
+
+    def collect(state: LearnerState) -> tuple[LearnerState, Transition]:
+        def env_step(s: LearnerState, _):
+            key, act_key, step_key = jax.random.split(s.key, 3)
+            carry, dist, value = network.apply(s.params, s.carry, s.obs[None], s.first[None])
+            action = dist.sample(act_key)[0]
+            log_prob = dist.log_prob(action[None])[0]
+            obs, env_state, reward, terminated, truncated, info = venv.step(
+                step_key, s.env_state, action, env_params
+            )
+            done = jnp.logical_or(terminated, truncated)
+            transition = Transition(
+                obs=s.obs,
+                first=s.first,
+                action=action,
+                log_prob=log_prob,
+                value=value[0],
+                reward=reward,
+                terminated=terminated,
+                done=done,
+                final_obs=info["final_observation"],
+                episode_done=info["episode_done"],
+                episode_return=info["episode_return"],
+            )
+            s = s.replace(env_state=env_state, obs=obs, first=done, carry=carry, key=key)
+            return s, transition
+
+        return jax.lax.scan(env_step, state, None, p.num_steps)
+
+    def advantages(state: LearnerState, start_carry: Any, traj: Transition):
+        h = state.hparams
+        # V of the observation each step led to; for a feed-forward critic this is one batched
+        # call over the final observations (equal to the next observation unless the episode
+        # ended, when it is the one before the auto-reset).
+        _, _, next_values = network.apply(
+            state.params, start_carry, traj.final_obs, jnp.zeros_like(traj.first)
+        )
+        return gae(
+            traj.reward, traj.value, next_values, traj.terminated, traj.done, h.gamma, h.gae_lambda
+        )
+
+    def loss_fn(params, h: HyperParams, batch):
+        carry, traj, adv, targets = batch
+        _, dist, value = network.apply(params, carry, traj.obs, traj.first)
+        log_prob = dist.log_prob(traj.action)
+        ratio = jnp.exp(log_prob - traj.log_prob)
+        if p.normalize_advantages:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg_loss = -jnp.minimum(
+            ratio * adv, jnp.clip(ratio, 1 - h.clip_eps, 1 + h.clip_eps) * adv
+        ).mean()
+        value_clipped = traj.value + jnp.clip(value - traj.value, -h.clip_eps, h.clip_eps)
+        value_loss = (
+            0.5 * jnp.maximum((value - targets) ** 2, (value_clipped - targets) ** 2).mean()
+        )
+        entropy = dist.entropy().mean()
+        aux = dist.aux_loss()
+        total = pg_loss + h.vf_coef * value_loss - h.ent_coef * entropy + aux
+        stats = {
+            "policy_loss": pg_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": ((ratio - 1) - jnp.log(ratio)).mean(),
+            "clip_fraction": (jnp.abs(ratio - 1) > h.clip_eps).mean(),
+        }
+        return total, stats
+
+    def minibatches(key, start_carry, traj, adv, targets):
+        """[num_minibatches, ...] batches split over environments (axis 1 of [T, B])."""
+        batch = (start_carry, traj, adv, targets)
+        if not network.is_recurrent:  # independent samples: one [1, T*B] "sequence" batch
+            flat = lambda x: x.reshape(1, -1, *x.shape[2:])
+            batch = (start_carry, *jax.tree.map(flat, (traj, adv, targets)))
+        n = batch[2].shape[1]
+        perm = jax.random.permutation(key, n)
+        m = p.num_minibatches
+
+        def split(x, axis):
+            x = jnp.take(x, perm, axis=axis)
+            x = x.reshape(*x.shape[:axis], m, n // m, *x.shape[axis + 1 :])
+            return jnp.moveaxis(x, axis, 0)
+
+        carry = jax.tree.map(lambda x: split(x, 0), batch[0])
+        rest = jax.tree.map(lambda x: split(x, 1), batch[1:])
+        return (carry, *rest)
+
+    def update(state: LearnerState) -> tuple[LearnerState, dict]:
+        start_carry = state.carry
+        # COLLECT
+        state, traj = collect(state)
+        # ADVANTAGES
+        adv, targets = advantages(state, start_carry, traj)
+        # UPDATE
+        h = state.hparams
+        frac = 1.0 - state.update_step / num_updates if p.anneal_lr else 1.0
+        lr = h.lr * frac
+
+        def sgd_step(carry, batch):
+            params, opt_state = carry
+            grads, stats = jax.grad(loss_fn, has_aux=True)(params, h, batch)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            updates = jax.tree.map(lambda u: -lr * u, updates)
+            stats["grad_norm"] = optax.global_norm(grads)
+            return (optax.apply_updates(params, updates), opt_state), stats
+
+        def epoch(carry, key):
+            batches = minibatches(key, start_carry, traj, adv, targets)
+            return jax.lax.scan(sgd_step, carry, batches)
+
+        key, epoch_key = jax.random.split(state.key)
+        epoch_keys = jax.random.split(epoch_key, p.update_epochs)
+        (params, opt_state), stats = jax.lax.scan(
+            epoch, (state.params, state.opt_state), epoch_keys
+        )
+        state = state.replace(
+            params=params, opt_state=opt_state, key=key, update_step=state.update_step + 1
+        )
+        episodes = traj.episode_done.sum()
+        metrics = {k: v.mean() for k, v in stats.items()}
+        metrics["lr"] = lr
+        metrics["episodes"] = episodes
+        metrics["episode_return"] = jnp.where(
+            episodes > 0,
+            (traj.episode_return * traj.episode_done).sum() / jnp.maximum(episodes, 1),
+            jnp.nan,
+        )
+        return state, metrics
+
+    eval_max_steps = config.loop.eval_max_steps
+
+    def evaluate(state: LearnerState, key: jax.Array, num_episodes: int, deterministic: bool):
+        obs_stats = find_state(state.env_state, NormalizeObservationState)
+        obs_stats = None if obs_stats is None else obs_stats.stats
+        eval_env = make_env(config, num_episodes, obs_stats=obs_stats, evaluation=True)
+
+        def policy_step(carry, obs, first, key):
+            carry, dist, _ = network.apply(state.params, carry, obs[None], first[None])
+            action = dist.mode() if deterministic else dist.sample(key)
+            return carry, action[0]
+
+        return episode_returns(
+            policy_step,
+            network.initialize_carry(num_episodes),
+            eval_env,
+            env_params,
+            key,
+            eval_max_steps,
+        )
+
+    return Trainer(
+        init=init,
+        update=update,
+        evaluate=evaluate,
+        num_updates=num_updates,
+        steps_per_update=config.steps_per_update,
+    )
+
+
+def make_train(config: Config):
+    """``train(key) -> (learner_state, metrics)``: the whole run as one jittable function."""
+    return train_fn(make_trainer(config))

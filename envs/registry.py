@@ -1,0 +1,150 @@
+"""Names -> environments: ``make("gymnax/CartPole-v1")``, ``make("brax/ant")``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from seqrl.envs.core import (
+    AutoReset,
+    ClipAction,
+    Environment,
+    EpisodeStatistics,
+    NormalizeObservation,
+    NormalizeReward,
+    VecEnv,
+)
+
+from seqrl.errors import UserError
+
+# gymnax ids that work offline (MNISTBandit downloads its data when made).
+GYMNAX_IDS = (
+    "CartPole-v1",
+    "Pendulum-v1",
+    "Acrobot-v1",
+    "MountainCar-v0",
+    "MountainCarContinuous-v0",
+    "Asterix-MinAtar",
+    "Breakout-MinAtar",
+    "Freeway-MinAtar",
+    "Seaquest-MinAtar",
+    "SpaceInvaders-MinAtar",
+    "Catch-bsuite",
+    "DeepSea-bsuite",
+    "MemoryChain-bsuite",
+    "UmbrellaChain-bsuite",
+    "DiscountingChain-bsuite",
+    "SimpleBandit-bsuite",
+    "FourRooms-misc",
+    "MetaMaze-misc",
+    "PointRobot-misc",
+    "BernoulliBandit-misc",
+    "GaussianBandit-misc",
+    "Reacher-misc",
+    "Swimmer-misc",
+    "Pong-misc",
+    "FrozenLake-misc",
+)
+BRAX_IDS = (
+    "ant",
+    "fast",
+    "halfcheetah",
+    "hopper",
+    "humanoid",
+    "humanoidstandup",
+    "inverted_pendulum",
+    "inverted_double_pendulum",
+    "pusher",
+    "reacher",
+    "swimmer",
+    "walker2d",
+)
+
+_REGISTRY: dict[str, Callable[..., Environment]] = {}
+
+
+def register(name: str, factory: Callable[..., Environment]) -> None:
+    """Registers ``factory(**kwargs) -> raw Environment`` under ``name`` ("family/Id")."""
+    if name in _REGISTRY:
+        raise ValueError(f"environment {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def _gymnax_factory(env_id: str) -> Callable[..., Environment]:
+    def factory(**kwargs):
+        from seqrl.envs.gymnax import make_gymnax
+
+        return make_gymnax(env_id, **kwargs)
+
+    return factory
+
+
+def _brax_factory(env_id: str) -> Callable[..., Environment]:
+    def factory(**kwargs):
+        from seqrl.envs.brax import BraxEnv
+
+        return BraxEnv(env_id, **kwargs)
+
+    return factory
+
+
+for _id in GYMNAX_IDS:
+    register(f"gymnax/{_id}", _gymnax_factory(_id))
+for _id in BRAX_IDS:
+    register(f"brax/{_id}", _brax_factory(_id))
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_raw(name: str, **kwargs) -> Environment:
+    """The backend's env without auto-reset or statistics (for wrappers of your own)."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.4)
+        if not close:  # match on the part after the family, e.g. "CartPole-v1"
+            short = {n.split("/", 1)[-1].lower(): n for n in _REGISTRY}
+            hits = difflib.get_close_matches(name.split("/")[-1].lower(), short, n=3, cutoff=0.4)
+            close = [short[h] for h in hits]
+        hint = f"; closest: {', '.join(close)}" if close else "; see `seqrl envs`"
+        raise UserError(f"unknown environment {name!r}{hint}")
+    try:
+        return _REGISTRY[name](**kwargs)
+    except TypeError as e:  # a bad env_kwargs entry
+        raise UserError(f"environment {name!r} rejected env_kwargs {kwargs}: {e}") from None
+
+
+def make(name: str, **kwargs) -> Environment:
+    """An auto-resetting env with episode statistics: ``env.reset``, ``env.step``,
+    ``env.default_params``, ``env.observation_space(params)``, ``env.action_space(params)``."""
+    return EpisodeStatistics(AutoReset(make_raw(name, **kwargs)))
+
+
+def make_vec(
+    name: str,
+    num_envs: int,
+    *,
+    env_kwargs: dict | None = None,
+    clip_action: bool = True,
+    normalize_obs: bool = False,
+    normalize_reward: bool = False,
+    gamma: float = 0.99,
+    obs_stats: Any = None,
+    params_axis: int | None = None,
+) -> Environment:
+    """``num_envs`` auto-resetting copies with statistics and the chosen wrappers.
+
+    Order: raw -> AutoReset -> EpisodeStatistics -> ClipAction -> VecEnv -> NormalizeObservation
+    -> NormalizeReward, so episode returns are always in the env's own reward units.
+    ``obs_stats`` (a ``RunningMeanStd``) freezes observation normalization at those statistics.
+    """
+    env: Environment = make(name, **(env_kwargs or {}))
+    if clip_action:
+        env = ClipAction(env)
+    env = VecEnv(env, num_envs, params_axis=params_axis)
+    if normalize_obs:
+        env = NormalizeObservation(env, stats=obs_stats)
+    if normalize_reward:
+        env = NormalizeReward(env, gamma)
+    return env

@@ -1,0 +1,341 @@
+"""Configs: YAML -> frozen dataclasses, dotted ``a.b=c`` overrides, validation with clear errors.
+
+Every field is declared with :func:`option`, which carries its help text and allowed range, so
+errors name the key and what is allowed, and the CLI reference is generated from the classes.
+Agents declare their config class in their own file and register it in :data:`AGENTS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from seqrl.errors import ConfigError, UserError
+
+# agent name -> module exposing `Config` (a frozen dataclass) and `make_trainer(config)`
+AGENTS = {"ppo": "seqrl.agents.ppo"}
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    traced: bool = False,
+) -> Any:
+    """A config field with its documentation and bounds. ``traced`` marks hyperparameters that
+    stay jax values inside ``train`` (so they can be vmapped), as opposed to static ones."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "traced": traced}
+    if dataclasses.is_dataclass(default) or isinstance(default, dict):
+        factory = (
+            (lambda d=default: dataclasses.replace(d))
+            if dataclasses.is_dataclass(default)
+            else (lambda d=default: dict(d))
+        )
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Checks ``value`` against the annotation ``tp``; returns the (converted) value."""
+
+    def bad() -> ConfigError:
+        return ConfigError(f"config key '{path}': expected {_type_name(tp)}, got {value!r}")
+
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad()
+        return from_dict(tp, value, prefix=path + ".")
+    if origin is Literal:
+        if value not in typing.get_args(tp) or isinstance(value, bool):
+            raise bad()
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                pass
+        raise bad()
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad()
+        (elem,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(v, elem, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is int:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad()
+        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            raise bad()
+        return int(value)
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad()
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{path}': must be a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in a Config class
+
+
+def _check_range(value: Any, meta: dict, path: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    for key, ok, word in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        bound = meta.get(key)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"config key '{path}' must be {word} {bound}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Builds the frozen dataclass ``cls`` from a nested dict, validating every key."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = str(unknown[0])
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        path = prefix + name
+        kwargs[name] = _coerce(value, hints[name], path)
+        _check_range(kwargs[name], dict(fields[name].metadata), path)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def to_dict(obj: Any) -> dict:
+    """Plain YAML-ready dict (tuples become lists)."""
+
+    def convert(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [convert(x) for x in v]
+        if isinstance(v, dict):
+            return {k: convert(x) for k, x in v.items()}
+        return v
+
+    return convert(dataclasses.asdict(obj))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str] | dict[str, Any]) -> dict:
+    """Merges ``["a.b=c", ...]`` (CLI) or ``{"a.b": c}`` / ``{"a": {"b": c}}`` into ``data``."""
+    data = _deep_copy(data)
+    items: list[tuple[str, Any]] = []
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        for text in overrides:
+            if "=" not in text:
+                raise ConfigError(f"override {text!r} is not of the form key=value")
+            key, _, value = text.partition("=")
+            items.append((key.strip(), _parse_value(value)))
+    for key, value in items:
+        parts = key.split(".")
+        if not key or any(not p for p in parts):
+            raise ConfigError(f"override key {key!r} is not a dotted key like ppo.lr")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"config key '{'.'.join(parts[: i + 1])}' is not a section; cannot set '{key}'"
+                )
+            node = child
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = {**node[parts[-1]], **value}
+        else:
+            node[parts[-1]] = value
+    return data
+
+
+def _deep_copy(d: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(
+            f"config file {path} must hold a mapping of keys, not {type(data).__name__}"
+        )
+    return data
+
+
+def config_class(agent: Any) -> type:
+    if agent not in AGENTS:
+        raise ConfigError(
+            f"config key 'agent': unknown agent {agent!r}; allowed: {', '.join(AGENTS)}"
+        )
+    return importlib.import_module(AGENTS[agent]).Config
+
+
+def load_config(source: str | Path | dict | Any, overrides: list[str] | dict | None = None):
+    """A validated config from a YAML path, a dict, or an existing config object."""
+    if dataclasses.is_dataclass(source):
+        data = to_dict(source)
+    elif isinstance(source, dict):
+        data = _deep_copy(source)
+    else:
+        data = read_yaml(source)
+    data = apply_overrides(data, overrides or [])
+    cls = config_class(data.get("agent", "ppo"))
+    return from_dict(cls, data)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) for every field, nested sections flattened (for docs)."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe(tp, prefix + f.name + ".")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((prefix + f.name, _type_name(tp), default, f.metadata.get("help", "")))
+    return rows
+
+
+def traced_fields(obj: Any) -> dict[str, float]:
+    """Fields marked ``traced=True``: hyperparameters kept as jax values inside ``train``."""
+    return {
+        f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.metadata.get("traced")
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections shared by agents
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """The host loop around the jitted chunks of updates."""
+
+    num_chunks: int = option(
+        20, "host iterations: progress, logs and checkpoints happen between chunks", ge=1
+    )
+    checkpoint_every: int = option(1, "save a checkpoint every N chunks (and at the end)", ge=1)
+    keep_checkpoints: int = option(0, "how many checkpoints to keep; 0 keeps all", ge=0)
+    eval_episodes: int = option(64, "episodes of the final evaluation, per seed", ge=1)
+    eval_deterministic: bool = option(True, "evaluate with the policy's mode, not samples")
+    eval_max_steps: int = option(100_000, "cap on evaluation steps per episode", ge=1)
+    tensorboard: bool = option(True, "write TensorBoard event files")
+    progress: bool = option(True, "show a progress bar")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """The actor-critic network."""
+
+    backbone: Literal["mlp"] = option("mlp", "torso: a feed-forward MLP")
+    hidden_sizes: tuple[int, ...] = option((64, 64), "widths of the hidden layers")
+    activation: Literal["tanh", "relu", "gelu"] = option("tanh", "hidden activation")
+
+    def validate(self) -> None:
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ConfigError(
+                "config key 'network.hidden_sizes' must be a non-empty list of ints >= 1"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class WrapperConfig:
+    """Wrappers applied around the vectorized environment."""
+
+    normalize_obs: bool = option(False, "normalize observations with running statistics")
+    normalize_reward: bool = option(False, "scale rewards by the std of the discounted return")
+    clip_action: bool = option(True, "clip continuous actions into the action space")
+
+
+def agent_module(agent: str):
+    """The module implementing ``agent`` (``Config`` and ``make_trainer``)."""
+    config_class(agent)  # validates the name
+    return importlib.import_module(AGENTS[agent])

@@ -1,0 +1,9 @@
+"""Errors a user can cause: the CLI turns them into one line on stderr and exit code 2."""
+
+
+class UserError(Exception):
+    """A problem with the user's input (config, arguments, files): shown as one line, exit 2."""
+
+
+class ConfigError(UserError):
+    """An invalid configuration key, type or value."""

@@ -1,0 +1,61 @@
+"""On-device evaluation: run vectorized episodes with a policy until each has finished one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+# (carry, obs[B], first[B], key) -> (carry, action[B])
+PolicyStep = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
+
+
+def episode_returns(
+    policy_step: PolicyStep,
+    policy_carry: Any,
+    venv: Any,
+    env_params: Any,
+    key: jax.Array,
+    max_steps: int,
+) -> jax.Array:
+    """Returns of the first episode of each of ``venv``'s copies (``[num_envs]``, jittable).
+
+    ``venv`` is a vectorized env built by ``make_vec`` (its info carries episode statistics).
+    Copies still running after ``max_steps`` steps report NaN.
+    """
+    key, reset_key = jax.random.split(key)
+    obs, env_state = venv.reset(reset_key, env_params)
+    n = obs.shape[0]
+
+    def cond(c):
+        return jnp.logical_and(~jnp.all(c["finished"]), c["t"] < max_steps)
+
+    def body(c):
+        key, act_key, step_key = jax.random.split(c["key"], 3)
+        carry, action = policy_step(c["carry"], c["obs"], c["first"], act_key)
+        obs, env_state, _, _, _, info = venv.step(step_key, c["env_state"], action, env_params)
+        newly = jnp.logical_and(info["episode_done"], ~c["finished"])
+        return {
+            "key": key,
+            "carry": carry,
+            "obs": obs,
+            "first": info["episode_done"],
+            "env_state": env_state,
+            "finished": jnp.logical_or(c["finished"], info["episode_done"]),
+            "returns": jnp.where(newly, info["episode_return"], c["returns"]),
+            "t": c["t"] + 1,
+        }
+
+    init = {
+        "key": key,
+        "carry": policy_carry,
+        "obs": obs,
+        "first": jnp.ones(n, jnp.bool_),
+        "env_state": env_state,
+        "finished": jnp.zeros(n, jnp.bool_),
+        "returns": jnp.full(n, jnp.nan, jnp.float32),
+        "t": jnp.zeros((), jnp.int32),
+    }
+    return jax.lax.while_loop(cond, body, init)["returns"]
