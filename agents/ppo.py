@@ -80,6 +80,9 @@ class Config:
         return self.total_timesteps // self.steps_per_update
 
     def validate(self) -> None:
+        from seqrl.envs.registry import check_name
+
+        check_name(self.env, key="env")
         if self.num_updates < 1:
             raise ConfigError(
                 f"config key 'total_timesteps' ({self.total_timesteps}) must be at least "

@@ -7,6 +7,7 @@ on CPU.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -30,10 +31,13 @@ class BraxState:
 class BraxEnv(Environment):
     """A brax ``Env`` with time-limit truncation at ``params.max_steps_in_episode``."""
 
-    def __init__(self, env_name: str, backend: str = "spring", episode_length: int = 1000, **kw):
+    def __init__(self, env_name: str, backend: str | None = None, episode_length: int = 1000, **kw):
+        backend = backend or "spring"
         from brax import envs as brax_envs
 
-        self.env = brax_envs.get_environment(env_name, backend=backend, **kw)
+        with warnings.catch_warnings():  # brax warns on every load that it is unmaintained
+            warnings.simplefilter("ignore", UserWarning)
+            self.env = brax_envs.get_environment(env_name, backend=backend, **kw)
         self.env_name = env_name
         self.backend = backend
         self.episode_length = episode_length
@@ -49,18 +53,18 @@ class BraxEnv(Environment):
 
     def reset(self, key, params):
         state = self.env.reset(key)
-        return state.obs.astype(jnp.float32), BraxState(state, jnp.zeros((), jnp.int32))
+        return jnp.asarray(state.obs, jnp.float32), BraxState(state, jnp.zeros((), jnp.int32))
 
     def step(self, key, state, action, params):
         del key  # brax dynamics are deterministic
         next_state = self.env.step(state.pipeline, action)
         time = state.time + 1
-        terminated = next_state.done > 0.5
+        terminated = jnp.asarray(next_state.done) > 0.5
         truncated = time >= params.max_steps_in_episode
         return (
-            next_state.obs.astype(jnp.float32),
+            jnp.asarray(next_state.obs, jnp.float32),
             BraxState(next_state, time),
-            next_state.reward.astype(jnp.float32),
+            jnp.asarray(next_state.reward, jnp.float32),
             terminated,
             truncated,
             {},

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-import numpy as np
 from gymnax.environments import spaces as gymnax_spaces
 from seqrl.envs.core import Environment
 from seqrl.envs.spaces import Box, Discrete, Space
@@ -57,9 +56,7 @@ class GymnaxEnv(Environment):
     def observation_space(self, params) -> Box:
         space = self.env.observation_space(params)
         if isinstance(space, gymnax_spaces.Box):
-            low = np.asarray(space.low, np.float32) if np.ndim(space.low) else space.low
-            high = np.asarray(space.high, np.float32) if np.ndim(space.high) else space.high
-            return Box.make(low, high, space.shape)
+            return Box.make(space.low, space.high, space.shape)
         if isinstance(space, gymnax_spaces.Discrete):  # e.g. bandits observing an index
             return Box.make(0, space.n - 1, ())
         raise TypeError(f"unsupported gymnax observation space {space!r}")

@@ -35,14 +35,20 @@ class Box:
 
     @classmethod
     def make(cls, low, high, shape, dtype=np.float32) -> Box:
+        """Broadcasts the bounds to ``shape``. Bounds that depend on traced env params (inside
+        jit) stay jax arrays; the space is then only usable inside that trace."""
         shape = tuple(int(s) for s in shape)
-        low = np.broadcast_to(np.asarray(low, dtype=np.float32), shape).copy()
-        high = np.broadcast_to(np.asarray(high, dtype=np.float32), shape).copy()
+        if isinstance(low, jax.core.Tracer) or isinstance(high, jax.core.Tracer):
+            low = jnp.broadcast_to(jnp.asarray(low, jnp.float32), shape)
+            high = jnp.broadcast_to(jnp.asarray(high, jnp.float32), shape)
+        else:
+            low = np.broadcast_to(np.asarray(low, dtype=np.float32), shape).copy()
+            high = np.broadcast_to(np.asarray(high, dtype=np.float32), shape).copy()
         return cls(low=low, high=high, shape=shape, dtype=np.dtype(dtype))
 
     def sample(self, key: jax.Array) -> jax.Array:
-        low = np.where(np.isfinite(self.low), self.low, -1.0)
-        high = np.where(np.isfinite(self.high), self.high, 1.0)
+        low = jnp.where(jnp.isfinite(self.low), self.low, -1.0)
+        high = jnp.where(jnp.isfinite(self.high), self.high, 1.0)
         return jax.random.uniform(key, self.shape, minval=low, maxval=high).astype(self.dtype)
 
     def contains(self, x: jax.Array) -> jax.Array:

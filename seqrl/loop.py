@@ -172,14 +172,12 @@ def run(
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config_name)
     if not resume and (run_dir / "checkpoints").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
+    trainer: Trainer = cfg.agent_module(config.agent).make_trainer(config)
     prepare_run_dir(run_dir)
     log(f"run directory: {run_dir}")
     if not resume:
         (run_dir / "config.yaml.tmp").write_text(_yaml(config))
         os.replace(run_dir / "config.yaml.tmp", run_dir / "config.yaml")
-
-    agent = cfg.agent_module(config.agent)
-    trainer: Trainer = agent.make_trainer(config)
     loop = config.loop
     updates_per_chunk = math.ceil(trainer.num_updates / loop.num_chunks)
     num_chunks = math.ceil(trainer.num_updates / updates_per_chunk)

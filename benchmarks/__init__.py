@@ -1,0 +1,1 @@
+"""Benchmarks of seqrl against peer libraries, each peer in its own process (and virtual env)."""

@@ -1,0 +1,142 @@
+"""seqrl PPO on gymnax CartPole-v1 (``configs/ppo/cartpole.yaml``) through its Python API.
+
+Run by :mod:`benchmarks.ppo_cartpole` in seqrl's own ``.venv`` with ``SEQRL_COMPILE_CACHE=0``,
+so every compile is cold. The numbers are seqrl's own: ``summary.json`` (compile seconds, train
+seconds, env steps/s, final deterministic evaluation over 64 episodes) and ``metrics.jsonl``
+(one row per update; ``wall_seconds`` = compile seconds + train seconds up to that update).
+
+``metrics.jsonl``'s ``wall_seconds`` leaves out what the loop does on the host between chunks
+(metrics and TensorBoard writes, checkpoints). So that every peer is timed by the same clock,
+this worker also reads the real time at which each chunk's rows are handed to the metrics sink
+(it wraps ``seqrl.logging.JsonlSink.write`` to note the time; nothing else changes) and reports
+both: ``solve`` by the real clock since ``loop.run`` was called, ``solve_loop_clock`` by
+``metrics.jsonl``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import UpdateRow, peak_rss_mb, time_to_return, worker_parser, write_result
+
+CONFIG = Path("configs/ppo/cartpole.yaml")
+
+
+def read_rows(
+    metrics_path: Path, chunk_ends: dict[int, float] | None = None
+) -> tuple[list[UpdateRow], list[dict]]:
+    """Rows of ``metrics.jsonl``; with ``chunk_ends`` (last update of a chunk -> real seconds
+    since ``loop.run`` began when its rows were written), ``wall_seconds`` is moved onto the real
+    clock: every row of a chunk is shifted by the host time spent up to that chunk's end."""
+    raw = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    offsets: list[float] = []
+    if chunk_ends:
+        offset = 0.0
+        for r in reversed(raw):
+            if r["update"] in chunk_ends:
+                offset = chunk_ends[r["update"]] - float(r["wall_seconds"])
+            offsets.append(offset)
+        offsets.reverse()
+    rows: list[UpdateRow] = []
+    for i, r in enumerate(raw):
+        episodes = int(round(r.get("episodes") or 0))
+        mean = r["return_mean"]
+        rows.append(
+            UpdateRow(
+                env_steps=int(r["env_steps"]),
+                wall_seconds=float(r["wall_seconds"]) + (offsets[i] if offsets else 0.0),
+                episodes=episodes if mean is not None else 0,
+                return_sum=float(mean) * episodes if mean is not None else 0.0,
+            )
+        )
+    return rows, raw
+
+
+def main() -> None:
+    args = worker_parser(__doc__.splitlines()[0]).parse_args()
+    t_import = time.perf_counter()
+    import jax
+
+    from seqrl import config as cfg
+    from seqrl import logging as seqrl_logging
+    from seqrl import loop
+
+    import_seconds = time.perf_counter() - t_import
+    chunk_ends: dict[int, float] = {}
+    t0 = 0.0  # set just before loop.run
+    write = seqrl_logging.JsonlSink.write
+
+    def timed_write(sink: Any, rows: list[dict]) -> None:
+        if rows and "update" in rows[-1]:
+            chunk_ends[int(rows[-1]["update"])] = time.perf_counter() - t0
+        write(sink, rows)
+
+    seqrl_logging.JsonlSink.write = timed_write  # type: ignore[method-assign]
+    config = cfg.load_config(
+        CONFIG,
+        ["loop.progress=false", f"total_timesteps={args.total_steps}", f"seed={args.seed}"],
+    )
+    run_dir = args.workdir / "seqrl-run"
+    t0 = time.perf_counter()
+    result = loop.run(config, run_dir=run_dir, progress=False, log=lambda _: None)
+    run_seconds = time.perf_counter() - t0
+    summary = result.summary
+    loop_rows, raw = read_rows(run_dir / "metrics.jsonl")
+    rows = read_rows(run_dir / "metrics.jsonl", chunk_ends)[0] if chunk_ends else loop_rows
+    p, net = config.ppo, config.network
+    write_result(
+        args.out,
+        {
+            "peer": "seqrl",
+            "algorithm": "seqrl PPO (agents/ppo.py), gymnax CartPole-v1",
+            "hyperparameters": {
+                "num_envs": config.num_envs,
+                "num_steps": p.num_steps,
+                "num_updates": len(raw),
+                "update_epochs": p.update_epochs,
+                "num_minibatches": p.num_minibatches,
+                "lr_first_update": raw[0]["lr"],
+                "lr_last_update": raw[-1]["lr"],
+                "gamma": p.gamma,
+                "gae_lambda": p.gae_lambda,
+                "clip_eps": p.clip_eps,
+                "ent_coef": p.ent_coef,
+                "vf_coef": p.vf_coef,
+                "max_grad_norm": p.max_grad_norm,
+                "hidden_sizes": list(net.hidden_sizes),
+                "activation": net.activation,
+            },
+            "env_steps": summary["total_env_steps"],
+            "compile_seconds": summary["compile_seconds"],
+            "train_seconds": summary["train_seconds"],
+            "env_steps_per_second": summary["env_steps_per_second"],
+            "final_return": summary["final_return_mean"],
+            "final_return_std": summary["final_return_std"],
+            "final_eval": f"{summary['eval_episodes']} episodes, deterministic (policy mode)",
+            "solve": time_to_return(rows),
+            "solve_clock": "real seconds since loop.run()" if chunk_ends else "metrics.jsonl",
+            "solve_loop_clock": time_to_return(loop_rows),
+            "import_seconds": round(import_seconds, 3),
+            "run_seconds": round(run_seconds, 3),
+            # loop.run's time outside compile + train: init, metrics, TensorBoard, checkpoints,
+            # final evaluation and the curve plot (not in metrics.jsonl's wall_seconds).
+            "host_overhead_seconds": round(
+                run_seconds - summary["compile_seconds"] - summary["train_seconds"], 3
+            ),
+            "peak_rss_mb": peak_rss_mb(),
+            "versions": summary["versions"],
+            "threads": {
+                "XLA_FLAGS": os.environ.get("XLA_FLAGS", "unset (XLA defaults)"),
+                "jax_devices": [str(d) for d in jax.devices()],
+            },
+            "updates": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""seqrl: a JAX framework where sequence models make decisions.
+
+import seqrl
+result = seqrl.train("configs/ppo/cartpole.yaml", total_timesteps=100_000)
+policy = seqrl.load(result.run_dir)
+policy.evaluate(episodes=16)
+"""
+
+from seqrl.errors import ConfigError, UserError
+
+__version__ = "0.1.0"
+
+
+def train(config, **kwargs):
+    """See :func:`seqrl.api.train`."""
+    from seqrl.api import train as _train
+
+    return _train(config, **kwargs)
+
+
+def load(run_dir, step=None):
+    """See :func:`seqrl.api.load`."""
+    from seqrl.api import load as _load
+
+    return _load(run_dir, step)
+
+
+__all__ = ["ConfigError", "UserError", "load", "train"]

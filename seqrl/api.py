@@ -1,0 +1,132 @@
+"""The Python API for scripts and notebooks: ``seqrl.train`` and ``seqrl.load``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from seqrl import config as cfg
+from seqrl.errors import UserError
+from seqrl.loop import RunResult, run, seed_keys
+from seqrl.runtime import configure_jax
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resolve_config(
+    config: str | Path | dict | Any | None,
+    overrides: list[str] | dict | None = None,
+    resume: str | Path | None = None,
+):
+    """The config of a new run, or the saved config of the run being resumed.
+
+    A resumed run keeps its config: passing a config or overrides that differ is an error.
+    """
+    if resume is None:
+        if config is None:
+            raise UserError("a config is required (a YAML path, a dict or a config object)")
+        return cfg.load_config(config, overrides)
+    saved_path = Path(resume) / "config.yaml"
+    if not saved_path.is_file():
+        raise UserError(f"{resume} is not a run directory (it holds no config.yaml)")
+    saved = cfg.load_config(saved_path)
+    if config is None and not overrides:
+        return saved
+    wanted = cfg.load_config(saved if config is None else config, overrides)
+    a, b = _flatten(cfg.to_dict(saved)), _flatten(cfg.to_dict(wanted))
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if diff:
+        raise UserError(
+            f"cannot resume {resume} with a different config (differs at {', '.join(diff)}); "
+            "a resumed run keeps its saved config"
+        )
+    return saved
+
+
+def train(
+    config: str | Path | dict | Any | None,
+    *,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool | None = None,
+    overrides: list[str] | dict | None = None,
+    **kw_overrides: Any,
+) -> RunResult:
+    """Trains an agent and returns ``RunResult(run_dir, summary)``.
+
+    ``config`` is a YAML path, a dict or a config object; overrides use dotted keys or nested
+    dicts: ``seqrl.train("configs/ppo/cartpole.yaml", total_timesteps=100_000,
+    ppo={"lr": 1e-3})``, ``**{"ppo.lr": 1e-3}`` or ``overrides=["ppo.lr=1e-3"]``.
+    ``resume=RUN_DIR`` continues a run from its latest checkpoint (``config`` may be None).
+    """
+    if kw_overrides:
+        if isinstance(overrides, list):
+            overrides = overrides + [f"{k}={v}" for k, v in kw_overrides.items()]
+        else:
+            overrides = {**(overrides or {}), **kw_overrides}
+    if resume is not None:
+        if run_dir is not None and Path(run_dir) != Path(resume):
+            raise UserError("run_dir and resume name different directories")
+        conf = resolve_config(config, overrides, resume)
+        return run(conf, run_dir=resume, resume=True, progress=progress)
+    conf = resolve_config(config, overrides)
+    name = Path(config).stem if isinstance(config, str | Path) else conf.agent
+    return run(conf, run_dir=run_dir, config_name=name, progress=progress)
+
+
+@dataclasses.dataclass
+class Policy:
+    """A trained agent restored from a run directory (all of its seeds)."""
+
+    run_dir: Path
+    config: Any
+    trainer: Any
+    state: Any  # learner state with a leading seed axis
+    step: int
+
+    @property
+    def params(self) -> Any:
+        return self.state.params
+
+    def evaluate(self, episodes: int = 16, seed: int = 0, deterministic: bool = True) -> np.ndarray:
+        """Returns of ``episodes`` fresh episodes per trained seed: ``[num_seeds, episodes]``."""
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, seed))(seed_keys(7919, self.num_seeds))
+        fn = jax.jit(jax.vmap(lambda s, k: self.trainer.evaluate(s, k, episodes, deterministic)))
+        return np.asarray(fn(self.state, keys))
+
+    @property
+    def num_seeds(self) -> int:
+        return int(jax.tree.leaves(self.state.update_step)[0].shape[0])
+
+    def seed_state(self, index: int = 0) -> Any:
+        return jax.tree.map(lambda x: x[index], self.state)
+
+
+def load(run_dir: str | Path, step: int | None = None) -> Policy:
+    """Restores the latest (or ``step``) checkpoint of a run."""
+    from seqrl.checkpoint import Checkpointer
+
+    configure_jax()
+    run_dir = Path(run_dir)
+    conf = resolve_config(None, None, resume=run_dir)
+    trainer = cfg.agent_module(conf.agent).make_trainer(conf)
+    keys = seed_keys(conf.seed, conf.num_seeds)
+    abstract = jax.eval_shape(jax.vmap(trainer.init), keys)
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    state, meta = checkpointer.restore(abstract, step)
+    return Policy(run_dir, conf, trainer, state, int(meta["updates_done"]))
+
+
+__all__ = ["Policy", "RunResult", "load", "train"]

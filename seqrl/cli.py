@@ -1,0 +1,179 @@
+"""The ``seqrl`` command: train | eval | plot | envs.
+
+Exit codes: 0 success, 2 user error (one line on stderr), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from seqrl.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (not usage + message) and exits 2."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="seqrl",
+        description="seqrl: sequence models that make decisions (JAX).",
+        epilog="Run `seqrl COMMAND --help` for the options of a command.",
+    )
+    from seqrl import __version__
+
+    parser.add_argument("--version", action="version", version=f"seqrl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser(
+        "train",
+        help="train an agent from a YAML config",
+        description="Train an agent. Overrides use dotted keys: ppo.lr=1e-3 num_seeds=4. "
+        "The run directory (default runs/<config>-<time>) receives config.yaml, metrics.jsonl, "
+        "TensorBoard events, checkpoints/, curve.png and summary.json.",
+    )
+    p.add_argument(
+        "items",
+        nargs="*",
+        metavar="CONFIG [key=value ...]",
+        help="a YAML config (optional with --resume) followed by key=value overrides",
+    )
+    p.add_argument("--run-dir", type=Path, help="where to write the run (must not hold a run)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run directory")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained run",
+        description="Roll out a run's latest checkpoint on device; prints mean +- std of the "
+        "episode return and writes eval.json into the run directory.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--episodes", type=_positive_int, default=32, help="episodes per seed")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    p.add_argument("--stochastic", action="store_true", help="sample actions (default: mode)")
+
+    p = sub.add_parser(
+        "plot",
+        help="overlay the learning curves of runs",
+        description="Plot the training return (mean +- std over seeds) of one or more runs.",
+    )
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", type=Path, default=Path("plot.png"), help="PNG to write")
+    p.add_argument("--labels", nargs="+", help="legend labels, one per run")
+
+    sub.add_parser("envs", help="list the registered environments")
+    return parser
+
+
+def _train(args) -> int:
+    from seqrl import api
+
+    items = list(args.items)
+    config = None
+    if items and "=" not in items[0]:
+        config = items.pop(0)
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise UserError(f"expected key=value overrides, got {bad[0]!r}")
+    if config is None and args.resume is None:
+        raise UserError("a CONFIG file is required (or --resume RUN_DIR)")
+    result = api.train(
+        config,
+        run_dir=args.run_dir,
+        resume=args.resume,
+        progress=False if args.no_progress else None,
+        overrides=items,
+    )
+    if result.summary:
+        s = result.summary
+        print(
+            f"final return {s['final_return_mean']:.2f} +- {s['final_return_std']:.2f} "
+            f"over {s['num_seeds']} seed(s) x {s['eval_episodes']} episodes; "
+            f"compile {s['compile_seconds']:.1f} s, train {s['train_seconds']:.1f} s, "
+            f"{s['env_steps_per_second']:,.0f} env steps/s"
+        )
+        print(f"results: {result.run_dir / 'summary.json'}")
+        print(f"plot:    {result.run_dir / 'curve.png'}")
+    return 0
+
+
+def _eval(args) -> int:
+    import numpy as np
+
+    from seqrl import api
+    from seqrl.loop import write_json_atomic
+
+    policy = api.load(args.run_dir)
+    returns = policy.evaluate(args.episodes, args.seed, deterministic=not args.stochastic)
+    result = {
+        "run_dir": str(args.run_dir),
+        "update": policy.step,
+        "episodes_per_seed": args.episodes,
+        "deterministic": not args.stochastic,
+        "return_mean": float(np.nanmean(returns)),
+        "return_std": float(np.nanstd(returns)),
+        "return_per_seed": [float(r) for r in np.nanmean(returns, axis=1)],
+    }
+    write_json_atomic(args.run_dir / "eval.json", result)
+    print(json.dumps(result))
+    return 0
+
+
+def _plot(args) -> int:
+    from seqrl.plotting import plot_runs
+
+    if args.labels and len(args.labels) != len(args.run_dirs):
+        raise UserError(f"{len(args.labels)} labels for {len(args.run_dirs)} runs")
+    out = plot_runs(args.run_dirs, args.output, args.labels)
+    print(f"plot: {out}")
+    return 0
+
+
+def _envs(args) -> int:
+    from seqrl.envs import names
+
+    for name in names():
+        print(name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        handler = {"train": _train, "eval": _eval, "plot": _plot, "envs": _envs}[args.command]
+        return handler(args)
+    except UserError as e:
+        print(f"seqrl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqrl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
