@@ -303,7 +303,7 @@ def make_trainer(config: Config) -> Trainer:
             grads, stats = jax.grad(loss_fn, has_aux=True)(params, h, batch)
             updates, opt_state = tx.update(grads, opt_state, params)
             updates = jax.tree.map(lambda u: -lr * u, updates)
-            stats["grad_norm"] = optax.global_norm(grads)
+            stats["grad_norm"] = optax.tree.norm(grads)
             return (optax.apply_updates(params, updates), opt_state), stats
 
         def epoch(carry, key):

@@ -47,9 +47,9 @@ def time_to_return(
     """
     smoothed = first = None
     for i, row in enumerate(rows):
-        if first is None and row["episodes"] > 0:
-            if row["return_sum"] / row["episodes"] >= threshold:
-                first = {"wall_seconds": row["wall_seconds"], "env_steps": row["env_steps"]}
+        reached = row["episodes"] > 0 and row["return_sum"] / row["episodes"] >= threshold
+        if first is None and reached:
+            first = {"wall_seconds": row["wall_seconds"], "env_steps": row["env_steps"]}
         if smoothed is None:
             count, total = 0, 0.0
             for past in reversed(rows[: i + 1]):

@@ -108,7 +108,11 @@ def main() -> None:
 
     eval_env = make_vec_env("CartPole-v1", n_envs=NUM_ENVS, seed=args.seed + 1_000_003)
     returns, _ = evaluate_policy(
-        model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True, return_episode_rewards=True
+        model,
+        eval_env,
+        n_eval_episodes=EVAL_EPISODES,
+        deterministic=True,
+        return_episode_rewards=True,
     )
     returns = np.asarray(returns, dtype=np.float64)
     net_arch = model.policy.net_arch

@@ -16,7 +16,7 @@ from seqrl.envs.core import (
     VecEnv,
 )
 
-from seqrl.errors import UserError
+from seqrl.errors import ConfigError, UserError
 
 # gymnax ids that work offline (MNISTBandit downloads its data when made).
 GYMNAX_IDS = (
@@ -108,8 +108,9 @@ def check_name(name: str, key: str | None = None) -> None:
         hits = difflib.get_close_matches(name.split("/")[-1].lower(), short, n=3, cutoff=0.4)
         close = [short[h] for h in hits]
     hint = f"; closest: {', '.join(close)}" if close else "; see `seqrl envs`"
-    where = f"config key '{key}': " if key else ""
-    raise UserError(f"{where}unknown environment {name!r}{hint}")
+    if key:
+        raise ConfigError(f"config key '{key}': unknown environment {name!r}{hint}")
+    raise UserError(f"unknown environment {name!r}{hint}")
 
 
 def make_raw(name: str, **kwargs) -> Environment:

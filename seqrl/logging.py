@@ -35,7 +35,7 @@ class JsonlSink:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-            if row.get("update", 0) < max_update:
+            if row.get("update", 0) <= max_update:
                 keep.append(line)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in keep))

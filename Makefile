@@ -1,0 +1,43 @@
+# seqrl: `make demo` and `make test` bootstrap .venv on first use (Python 3.11).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# pytest workers: compiles are single-threaded, so two workers use both cores
+WORKERS ?= 2
+
+.PHONY: help install demo test lint format bench-ppo clean
+
+help:
+	@echo "make demo       create .venv, install, train PPO on CartPole, print where results are"
+	@echo "make test       create .venv if needed, install, run the whole test suite"
+	@echo "make lint       ruff check + format check"
+	@echo "make bench-ppo  seqrl vs rejax vs Stable-Baselines3 PPO on CartPole (docs/benchmarks.md)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/seqrl train configs/ppo/cartpole.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench-ppo: $(STAMP)
+	$(BIN)/python -m benchmarks.ppo_cartpole
+
+clean:
+	rm -rf $(VENV) .venv-* runs .pytest_cache

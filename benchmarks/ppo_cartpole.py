@@ -1,0 +1,455 @@
+"""PPO on CartPole-v1, side by side: seqrl vs rejax vs Stable-Baselines3, in one invocation.
+
+    .venv/bin/python -m benchmarks.ppo_cartpole           # full run: writes docs/benchmarks*
+    .venv/bin/python -m benchmarks.ppo_cartpole --quick   # smoke test of the plumbing (~1-2 min)
+
+Each peer runs, one after another, in its own process and interpreter, and writes one JSON line:
+
+- seqrl (this repo's ``.venv``; :mod:`benchmarks.peer_seqrl`), ``configs/ppo/cartpole.yaml``,
+  with ``SEQRL_COMPILE_CACHE=0`` so compiles are cold;
+- rejax 0.1.3 (``.venv-rejax``; :mod:`benchmarks.peer_rejax`) with the same hyperparameters;
+- Stable-Baselines3 (``.venv-sb3``; :mod:`benchmarks.peer_sb3`) with rl-zoo's config, torch on
+  one thread.
+
+The two peer venvs are created on first use from ``benchmarks/requirements-*.txt`` (exact pins)
+and rebuilt when that file changes. The orchestrator checks that seqrl and rejax really ran the
+same hyperparameters, records the machine (cores, load average before and after each peer),
+thread settings and versions, prints one table with the target ratios, and (full run only)
+writes ``docs/benchmarks/ppo_cartpole.json`` and its section of ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+DOC_JSON = ROOT / "docs" / "benchmarks" / "ppo_cartpole.json"
+SECTION = "## PPO on CartPole-v1: seqrl vs rejax vs Stable-Baselines3"
+NOTES_START = "<!-- ppo_cartpole:notes:start -->"
+NOTES_END = "<!-- ppo_cartpole:notes:end -->"
+COMMAND = ".venv/bin/python -m benchmarks.ppo_cartpole"
+
+PEERS = ("seqrl", "rejax", "sb3")
+LABELS = {"seqrl": "seqrl PPO", "rejax": "rejax PPO", "sb3": "SB3 PPO"}
+VENVS = {"rejax": ".venv-rejax", "sb3": ".venv-sb3"}
+FULL_STEPS = {"seqrl": 500_000, "rejax": 500_000, "sb3": 100_000}
+QUICK_STEPS = {"seqrl": 20_480, "rejax": 20_480, "sb3": 5_120}
+# (name, numerator peer, denominator peer, metric, comparison, target)
+TARGETS = (
+    ("seqrl / rejax env steps/s", "seqrl", "rejax", "env_steps_per_second", ">=", 1.2),
+    ("seqrl / SB3 env steps/s", "seqrl", "sb3", "env_steps_per_second", ">=", 40.0),
+    ("seqrl / SB3 wall-to-475", "seqrl", "sb3", "wall_to_475", "<=", 0.2),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Peer environments
+# ---------------------------------------------------------------------------------------------
+
+
+def ensure_venv(peer: str, log_dir: Path) -> Path:
+    """The peer's interpreter, creating or rebuilding its venv when its requirements changed."""
+    venv = ROOT / VENVS[peer]
+    requirements = ROOT / "benchmarks" / f"requirements-{peer}.txt"
+    python = venv / "bin" / "python"
+    stamp = venv / ".requirements.sha256"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return python
+    base = shutil.which("python3") or sys.executable
+    log = log_dir / f"setup-{peer}.log"
+    print(f"[setup] {venv.name}: creating from {requirements.name} (log: {log})", flush=True)
+    if venv.exists():
+        shutil.rmtree(venv)
+    steps = [
+        [base, "-m", "venv", str(venv)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "-r",
+            str(requirements),
+        ],
+        [str(python), "-m", "pip", "check"],
+    ]
+    with log.open("w") as out:
+        for cmd in steps:
+            done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+            if done.returncode != 0:
+                sys.exit(
+                    f"[setup] {' '.join(cmd[:4])} ... failed (exit {done.returncode}); see {log}"
+                )
+    stamp.write_text(digest + "\n")
+    return python
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the peers
+# ---------------------------------------------------------------------------------------------
+
+
+def compact_curve(rows: list[dict]) -> dict[str, Any]:
+    """Per-update rows as one short list per update (keeps the JSON file small)."""
+    columns = ["env_steps", "wall_seconds", "episodes", "return_sum"]
+    return {
+        "columns": columns,
+        "rows": [
+            [r["env_steps"], round(r["wall_seconds"], 3), r["episodes"], round(r["return_sum"], 1)]
+            for r in rows
+        ],
+    }
+
+
+def dumps(obj: Any, indent: int = 0) -> str:
+    """JSON with one key per line, but lists of scalars (and of such lists) on one line each."""
+    pad, inner = " " * indent, " " * (indent + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(k)}: {dumps(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list) and obj and all(isinstance(x, list) for x in obj):
+        return "[\n" + ",\n".join(inner + json.dumps(x) for x in obj) + "\n" + pad + "]"
+    return json.dumps(obj)
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_peer(peer: str, python: Path, steps: int, workdir: Path, timeout: float) -> dict:
+    """Runs one peer worker to the end; its result plus the process's wall time and peak RSS."""
+    out = workdir / f"{peer}.json"
+    log = workdir / f"{peer}.log"
+    cmd = [
+        str(python),
+        "-m",
+        f"benchmarks.peer_{peer}",
+        "--total-steps",
+        str(steps),
+        "--out",
+        str(out),
+        "--workdir",
+        str(workdir),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["SEQRL_COMPILE_CACHE"] = "0"
+    load_before = load_average()
+    print(f"[run] {peer}: {steps:,} env steps (load {load_before[0]}; log: {log})", flush=True)
+    start = time.perf_counter()
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0 or not out.exists():
+        tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
+        sys.exit(f"[run] {peer} failed (exit {proc.returncode}) after {wall:.0f} s:\n{tail}")
+    result = json.loads(out.read_text())
+    result["updates"] = compact_curve(result["updates"])
+    result["process_wall_seconds"] = round(wall, 2)
+    result["process_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    result["load_before"] = load_before
+    result["load_after"] = load_average()
+    result["command"] = " ".join(cmd[:3]) + f" --total-steps {steps}"
+    solve = result["solve"]["smoothed"]
+    result["wall_to_475"] = None if solve is None else round(solve["wall_seconds"], 2)
+    result["steps_to_475"] = None if solve is None else solve["env_steps"]
+    print(f"[run] {peer}: done in {wall:.1f} s", flush=True)
+    return result
+
+
+def check_same_config(results: dict[str, dict]) -> list[str]:
+    """Where seqrl's and rejax's hyperparameters differ (empty when they match)."""
+    if "seqrl" not in results or "rejax" not in results:
+        return []
+    a, b = results["seqrl"]["hyperparameters"], results["rejax"]["hyperparameters"]
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        same = (
+            math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-9)
+            if isinstance(x, float) or isinstance(y, float)
+            else x == y
+        )
+        if not same:
+            diffs.append(f"{key}: seqrl {x!r} vs rejax {y!r}")
+    return diffs
+
+
+def ratios(results: dict[str, dict]) -> list[dict]:
+    rows = []
+    for name, num, den, metric, op, target in TARGETS:
+        x = results.get(num, {}).get(metric)
+        y = results.get(den, {}).get(metric)
+        value = None if x is None or not y else x / y
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        rows.append({"name": name, "value": value, "target": f"{op} {target:g}", "met": met})
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "not reached"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def table(report: dict) -> str:
+    results = report["results"]
+    peers = [p for p in PEERS if p in results]
+    head = "| | " + " | ".join(LABELS[p] for p in peers) + " |"
+    lines = [head, "|---" * (len(peers) + 1) + "|"]
+    rows = [
+        ("env steps trained", "env_steps", 0),
+        ("compile s", "compile_seconds", 1),
+        ("env steps/s (training, compile excluded)", "env_steps_per_second", 0),
+        ("wall-to-475 s (incl. compile)", "wall_to_475", 1),
+        ("env steps to 475", "steps_to_475", 0),
+        ("final return (64 eval episodes, deterministic)", "final_return", 1),
+        ("peak RSS MB", "peak_rss_mb", 0),
+        ("process wall s (imports to exit)", "process_wall_seconds", 1),
+        ("load average before / after", None, 0),
+    ]
+    for label, key, digits in rows:
+        if key is None:
+            cells = [
+                f"{results[p]['load_before'][0]} / {results[p]['load_after'][0]}" for p in peers
+            ]
+        else:
+            cells = [fmt(results[p].get(key), digits) for p in peers]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| ratio | measured | target | |", "|---|---|---|---|"]
+    for r in report["ratios"]:
+        value = "n/a" if r["value"] is None else f"{r['value']:.2f}"
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[r["met"]]
+        lines.append(f"| {r['name']} | {value} | {r['target']} | {verdict} |")
+    return "\n".join(lines)
+
+
+def facts(report: dict) -> list[str]:
+    """Observations computed from this run, for the doc."""
+    results, out = report["results"], []
+    seqrl = results.get("seqrl")
+    if seqrl:
+        loop_solve = seqrl["solve_loop_clock"]["smoothed"]
+        line = (
+            f"seqrl's `loop.run` took {seqrl['run_seconds']:.1f} s: "
+            f"{seqrl['compile_seconds']:.1f} s compiling, {seqrl['train_seconds']:.1f} s in the "
+            f"jitted chunks and {seqrl['host_overhead_seconds']:.1f} s on the host (setup, "
+            "metrics, TensorBoard, a checkpoint after every chunk, final evaluation, curve plot)."
+        )
+        if loop_solve is not None and seqrl["wall_to_475"] is not None:
+            line += (
+                " `metrics.jsonl`'s `wall_seconds` counts only compile + chunks: by that clock "
+                f"seqrl reaches 475 at {loop_solve['wall_seconds']:.1f} s, by the real clock "
+                f"at {seqrl['wall_to_475']:.1f} s."
+            )
+        out.append(line)
+    for peer in PEERS:
+        r = results.get(peer)
+        if r and r["wall_to_475"] and r["compile_seconds"]:
+            share = r["compile_seconds"] / r["wall_to_475"]
+            out.append(f"{LABELS[peer]}: compiling is {share:.0%} of its wall-to-475.")
+    missed = [r["name"] for r in report["ratios"] if r["met"] is False]
+    out.append(
+        "Targets missed in this run: " + ", ".join(missed) + "." if missed else "All targets met."
+    )
+    if report["config_diffs"]:
+        out.append("CONFIG MISMATCH seqrl vs rejax: " + "; ".join(report["config_diffs"]))
+    return out
+
+
+def markdown(report: dict, notes: str) -> str:
+    m, results = report["machine"], report["results"]
+    versions = "; ".join(
+        f"{LABELS[p]}: " + ", ".join(f"{k} {v}" for k, v in results[p]["versions"].items())
+        for p in PEERS
+        if p in results
+    )
+    threads = report["threads"]
+    return f"""{SECTION}
+
+Command: `{COMMAND}` (one invocation runs all three, one after another, each in its own process;
+`--quick` is a smoke test with tiny budgets). Measured {report["date"]} on {m["nproc"]} cores
+({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB, {m["platform"]}), no GPU; load average
+(1 min) {report["load_before"][0]} before and {report["load_after"][0]} after the run, per peer in
+the table. The machine is shared, so absolute numbers move 2-8x with load; the ratios come from
+one side-by-side run. Raw numbers and per-update curves: `docs/benchmarks/ppo_cartpole.json`.
+
+{table(report)}
+
+What each peer runs:
+- **seqrl**: `configs/ppo/cartpole.yaml` through `seqrl.loop.run` (gymnax 1.0.1 CartPole-v1,
+  PureJaxRL's hyperparameters: 4 envs x 128 steps, 976 updates = 499,712 steps, 4 epochs x 4
+  minibatches, lr 2.5e-4 annealed linearly per update, gamma 0.99, lambda 0.95, clip 0.2, ent
+  0.01, vf 0.5, max grad norm 0.5, 64x64 tanh), 20 jitted chunks, `SEQRL_COMPILE_CACHE=0`.
+- **rejax** 0.1.3 (gymnax 0.0.9, its own venv): `rejax.PPO` with the same hyperparameters,
+  checked key by key against seqrl's by the script (a mismatch is printed and recorded). rejax
+  does not anneal the learning rate itself: an optax schedule equal to PureJaxRL's is passed as
+  `learning_rate`. Its `train_iteration` runs in the same 20 jitted chunks as seqrl's (rejax's own
+  `train` would also run evaluation rollouts inside the scan). Differences that stay, because
+  they are rejax's implementation, not its configuration: separate actor and critic networks
+  and Adam optimizers (eps 1e-8, default init), elementwise gradient clipping (`optax.clip`, not
+  a global-norm clip), no bootstrapping on time-limit truncation.
+- **SB3** {results.get("sb3", {}).get("versions", {}).get("stable_baselines3", "")} (torch CPU,
+  `torch.set_num_threads(1)`): rl-zoo's CartPole-v1 config, 8 envs x 32 steps, batch 256,
+  20 epochs, gamma 0.98, lambda 0.8, ent 0, learning rate and clip range linear from 1e-3 and
+  0.2, 1e5 steps, MlpPolicy 64x64 tanh.
+
+How it is measured:
+- *compile s*: ahead-of-time compiles of init, one chunk of updates and the final evaluation
+  (seqrl's own `compile_seconds`; the same three programs for rejax); SB3 compiles nothing.
+- *env steps/s*: env steps trained / seconds inside the training chunks (SB3: inside `learn`).
+- *wall-to-475*: real seconds from the start of training (seqrl: the call of `loop.run`; rejax:
+  before `PPO.create`; SB3: before the model is built), compile included, until the training
+  episodes that ended in the most recent updates (at least 10 episodes) average >= 475. Every
+  peer logs the same per-update statistic (episodes that ended in the update, and their
+  returns); times inside a jitted chunk are interpolated between the chunk's ends, as seqrl's
+  loop does. `env steps to 475` is where that happened.
+- *final return*: 64 evaluation episodes with the policy's mode after training.
+- *peak RSS*: `ru_maxrss` of the peer's process.
+- Threads: XLA_FLAGS {threads["XLA_FLAGS"]}, i.e. XLA's own CPU thread pool over the
+  {m["nproc"]} cores for both JAX peers; torch intra-op threads
+  {threads.get("torch_intra_op_threads", "n/a")} (inter-op {
+        threads.get("torch_inter_op_threads", "n/a")
+    }).
+- Versions: {versions}.
+
+Observed in this run:
+{chr(10).join("- " + f for f in facts(report))}
+
+{NOTES_START}
+{notes.strip()}
+{NOTES_END}
+"""
+
+
+def write_doc(report: dict) -> None:
+    """Replaces this benchmark's section of docs/benchmarks.md (keeping its notes block)."""
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    notes = ""
+    if start >= 0:
+        nxt = text.find("\n## ", start + len(SECTION))
+        end = len(text) if nxt < 0 else nxt + 1
+        old = text[start:end]
+        if NOTES_START in old and NOTES_END in old:
+            notes = old.split(NOTES_START, 1)[1].split(NOTES_END, 1)[0]
+        before, after = text[:start], text[end:]
+    else:
+        before, after = text.rstrip("\n") + "\n\n", ""
+    section = markdown(report, notes)
+    DOC.write_text(before + section + ("\n" + after if after else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: a plumbing smoke test")
+    parser.add_argument(
+        "--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS)
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per peer")
+    args = parser.parse_args()
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        parser.error(f"unknown peer(s) {', '.join(unknown)}; allowed: {', '.join(PEERS)}")
+    budgets = QUICK_STEPS if args.quick else FULL_STEPS
+    timeout = args.timeout or (600.0 if args.quick else 1800.0)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    workdir = ROOT / "runs" / "bench" / f"ppo_cartpole-{stamp}{'-quick' if args.quick else ''}"
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    # SETUP every interpreter before any timing starts.
+    pythons = {p: Path(sys.executable) if p == "seqrl" else ensure_venv(p, workdir) for p in peers}
+
+    # RUN the peers one after another.
+    report: dict[str, Any] = {
+        "benchmark": "ppo_cartpole",
+        "quick": args.quick,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": COMMAND + (" --quick" if args.quick else ""),
+        "machine": machine(),
+        "load_before": load_average(),
+    }
+    results = {p: run_peer(p, pythons[p], budgets[p], workdir, timeout) for p in peers}
+    report["load_after"] = load_average()
+    jax_threads = next((r["threads"] for p, r in results.items() if p != "sb3"), {})
+    report["threads"] = {
+        "XLA_FLAGS": jax_threads.get("XLA_FLAGS", os.environ.get("XLA_FLAGS", "unset")),
+        **results.get("sb3", {}).get("threads", {}),
+    }
+    report["config_diffs"] = check_same_config(results)
+    report["ratios"] = ratios(results)
+    report["results"] = results
+
+    print()
+    print(table(report))
+    print()
+    for line in facts(report):
+        print("- " + line)
+    if report["config_diffs"]:
+        print("\nWARNING: seqrl and rejax ran different hyperparameters:", file=sys.stderr)
+        for d in report["config_diffs"]:
+            print("  " + d, file=sys.stderr)
+
+    full = not args.quick and set(peers) == set(PEERS)
+    json_path = DOC_JSON if full else workdir / "ppo_cartpole.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(dumps(report) + "\n")
+    print(f"\nresults: {json_path.relative_to(ROOT)}")
+    if full:
+        write_doc(report)
+        print(f"table: {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

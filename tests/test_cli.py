@@ -1,0 +1,119 @@
+"""The `seqrl` command: user errors are one line with exit code 2; a tiny run end to end."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqrl.cli import main
+
+CARTPOLE = "configs/ppo/cartpole.yaml"
+TINY = ["total_timesteps=512", "ppo.num_steps=16", "loop.num_chunks=2", "loop.eval_episodes=2"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train"], "a CONFIG file is required"),
+        (["train", "missing.yaml"], "config file not found: missing.yaml"),
+        (["train", CARTPOLE, "ppo.lrr=1"], "unknown config key 'ppo.lrr'"),
+        (["train", CARTPOLE, "num_envs=-1"], "'num_envs' must be >= 1"),
+        (["train", CARTPOLE, "oops"], "expected key=value overrides, got 'oops'"),
+        (["train", CARTPOLE, "--bogus"], "unrecognized arguments: --bogus"),
+        (["eval", "no/such/run"], "no/such/run is not a run directory"),
+        (["eval", ".", "--episodes", "0"], "expected a positive integer"),
+        (["plot", "no/such/run"], "is not a run directory (no metrics.jsonl)"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).parent.parent)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("seqrl: error: "), err
+    assert message in err
+    assert not Path("runs").exists() or not any(
+        (p / "checkpoints").exists() and not (p / "summary.json").exists()
+        for p in Path("runs").iterdir()
+    )
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(Path(CARTPOLE).read_text())
+    assert main(["train", "--resume", str(run_dir), "ppo.lr=1"]) == 2
+    assert "differs at ppo.lr" in capsys.readouterr().err
+
+
+def test_unwritable_run_dir_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["train", CARTPOLE, *TINY, "--run-dir", str(blocker / "run")]) == 2
+    assert "cannot write to run directory" in capsys.readouterr().err
+
+
+def test_help_everywhere():
+    for argv in (
+        ["--help"],
+        ["train", "--help"],
+        ["eval", "--help"],
+        ["plot", "--help"],
+        ["envs", "--help"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+
+
+def test_console_script_train_eval_plot_envs(tmp_path):
+    """The installed `seqrl` entry point, as a user runs it."""
+    seqrl = [sys.executable, "-m", "seqrl.cli"]
+    root = Path(__file__).parent.parent
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [*seqrl, "train", CARTPOLE, *TINY, "--run-dir", str(run_dir), "--no-progress"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"results: {run_dir / 'summary.json'}" in out.stdout
+    assert f"plot:    {run_dir / 'curve.png'}" in out.stdout
+
+    out = subprocess.run(
+        [*seqrl, "eval", str(run_dir), "--episodes", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["episodes_per_seed"] == 3 and result["return_mean"] > 0
+    assert json.loads((run_dir / "eval.json").read_text()) == result
+
+    plot = tmp_path / "both.png"
+    out = subprocess.run(
+        [*seqrl, "plot", str(run_dir), str(run_dir), "-o", str(plot), "--labels", "a", "b"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0 and plot.stat().st_size > 1000, out.stderr
+
+    out = subprocess.run([*seqrl, "envs"], capture_output=True, text=True, timeout=600)
+    assert "gymnax/CartPole-v1" in out.stdout.split() and "brax/ant" in out.stdout.split()
+
+    # Resuming a finished run is a no-op that re-evaluates; a second `train` into it is refused.
+    out = subprocess.run(
+        [*seqrl, "train", CARTPOLE, *TINY, "--run-dir", str(run_dir)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 2 and "already holds a run" in out.stderr
+    assert "Traceback" not in out.stderr
