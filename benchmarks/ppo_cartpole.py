@@ -52,6 +52,7 @@ TARGETS = (
     ("seqrl / rejax env steps/s", "seqrl", "rejax", "env_steps_per_second", ">=", 1.2),
     ("seqrl / SB3 env steps/s", "seqrl", "sb3", "env_steps_per_second", ">=", 40.0),
     ("seqrl / SB3 wall-to-475", "seqrl", "sb3", "wall_to_475", "<=", 0.2),
+    ("seqrl / SB3 wall-to-475 (10-episode window)", "seqrl", "sb3", "wall_to_475_w10", "<=", 0.2),
 )
 
 
@@ -175,9 +176,10 @@ def run_peer(peer: str, python: Path, steps: int, workdir: Path, timeout: float)
     result["load_before"] = load_before
     result["load_after"] = load_average()
     result["command"] = " ".join(cmd[:3]) + f" --total-steps {steps}"
-    solve = result["solve"]["smoothed"]
-    result["wall_to_475"] = None if solve is None else round(solve["wall_seconds"], 2)
-    result["steps_to_475"] = None if solve is None else solve["env_steps"]
+    for window, suffix in (("100", ""), ("10", "_w10")):
+        solve = result["solve"]["windows"][window]
+        result["wall_to_475" + suffix] = None if solve is None else round(solve["wall_seconds"], 2)
+        result["steps_to_475" + suffix] = None if solve is None else solve["env_steps"]
     print(f"[run] {peer}: done in {wall:.1f} s", flush=True)
     return result
 
@@ -251,8 +253,10 @@ def table(report: dict) -> str:
         ("env steps trained", "env_steps", 0),
         ("compile s", "compile_seconds", 1),
         ("env steps/s (training, compile excluded)", "env_steps_per_second", 0),
-        ("wall-to-475 s (incl. compile)", "wall_to_475", 1),
-        ("env steps to 475", "steps_to_475", 0),
+        ("wall-to-475 s, incl. compile (100-episode mean)", "wall_to_475", 1),
+        ("env steps to 475 (100-episode mean)", "steps_to_475", 0),
+        ("wall-to-475 s, incl. compile (10-episode mean)", "wall_to_475_w10", 1),
+        ("env steps to 475 (10-episode mean)", "steps_to_475_w10", 0),
         ("final return (64 eval episodes, deterministic)", "final_return", 1),
         ("peak RSS MB", "peak_rss_mb", 0),
         ("process wall s (imports to exit)", "process_wall_seconds", 1),
@@ -279,7 +283,7 @@ def facts(report: dict) -> list[str]:
     results, out = report["results"], []
     seqrl = results.get("seqrl")
     if seqrl:
-        loop_solve = seqrl["solve_loop_clock"]["smoothed"]
+        loop_solve = seqrl["solve_loop_clock"]["windows"]["100"]
         line = (
             f"seqrl's `loop.run` took {seqrl['run_seconds']:.1f} s: "
             f"{seqrl['compile_seconds']:.1f} s compiling, {seqrl['train_seconds']:.1f} s in the "
@@ -350,10 +354,13 @@ How it is measured:
 - *env steps/s*: env steps trained / seconds inside the training chunks (SB3: inside `learn`).
 - *wall-to-475*: real seconds from the start of training (seqrl: the call of `loop.run`; rejax:
   before `PPO.create`; SB3: before the model is built), compile included, until the training
-  episodes that ended in the most recent updates (at least 10 episodes) average >= 475. Every
-  peer logs the same per-update statistic (episodes that ended in the update, and their
-  returns); times inside a jitted chunk are interpolated between the chunk's ends, as seqrl's
-  loop does. `env steps to 475` is where that happened.
+  episodes that ended in the most recent updates (at least 100 episodes: Gym's definition of
+  solving CartPole-v1; the ratio target is judged on this one) average >= 475. The 10-episode
+  window is shown too: it also credits a policy that touches 500 briefly and falls back
+  again. One seed per peer, so steps-to-475 is a single draw. Every peer logs the same per-update
+  statistic (episodes that ended in the update, and their returns); times inside a jitted chunk
+  are interpolated between the chunk's ends, as seqrl's loop does. `env steps to 475` is where
+  that happened.
 - *final return*: 64 evaluation episodes with the policy's mode after training.
 - *peak RSS*: `ru_maxrss` of the peer's process.
 - Threads: XLA_FLAGS {threads["XLA_FLAGS"]}, i.e. XLA's own CPU thread pool over the

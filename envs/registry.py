@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -98,9 +101,30 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _import_factory(name: str) -> Callable[..., Environment] | None:
+    """``"package.module:Factory"`` -> the object, or None when it cannot be imported."""
+    module_name, _, attr = name.partition(":")
+    if os.getcwd() not in sys.path:  # like `python -m`, resolve modules from the working dir
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    return getattr(module, attr, None)
+
+
 def check_name(name: str, key: str | None = None) -> None:
-    """Raises a one-line ``UserError`` naming the closest registered names."""
+    """Raises a one-line ``UserError`` naming the closest registered names.
+
+    Besides registered names, ``"package.module:Factory"`` names any importable environment
+    class or factory (so the CLI can train on a user's env without registering it).
+    """
     if name in _REGISTRY:
+        return
+    if ":" in name:
+        if _import_factory(name) is None:
+            msg = f"environment {name!r}: cannot import it (expected package.module:Factory)"
+            raise ConfigError(f"config key '{key}': {msg}") if key else UserError(msg)
         return
     close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.4)
     if not close:  # match on the part after the family, e.g. "CartPole-v1"
@@ -116,8 +140,9 @@ def check_name(name: str, key: str | None = None) -> None:
 def make_raw(name: str, **kwargs) -> Environment:
     """The backend's env without auto-reset or statistics (for wrappers of your own)."""
     check_name(name)
+    factory = _REGISTRY.get(name) or _import_factory(name)
     try:
-        return _REGISTRY[name](**kwargs)
+        return factory(**kwargs)
     except TypeError as e:  # a bad env_kwargs entry
         raise UserError(f"environment {name!r} rejected env_kwargs {kwargs}: {e}") from None
 

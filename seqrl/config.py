@@ -54,7 +54,9 @@ def _type_name(tp: Any) -> str:
     if origin in (types.UnionType, typing.Union):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        elem = typing.get_args(tp)[0]
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+        return f"a list of {plural.get(elem, _type_name(elem))}"
     if origin is dict:
         return "a mapping"
     if tp is type(None):
@@ -279,7 +281,10 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
             rows += describe(tp, prefix + f.name + ".")
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((prefix + f.name, _type_name(tp), default, f.metadata.get("help", "")))
+        help_ = f.metadata.get("help", "")
+        if f.metadata.get("traced"):
+            help_ += " (traced: vmappable)"
+        rows.append((prefix + f.name, _type_name(tp), default, help_))
     return rows
 
 

@@ -40,7 +40,7 @@ def test_integer_written_in_scientific_notation():
         ("ppo.gamma=1.5", r"config key 'ppo.gamma' must be <= 1, got 1.5"),
         ("ppo.anneal_lr=1", r"config key 'ppo.anneal_lr': expected a boolean"),
         ("network.activation=swish", r"'network.activation': expected one of 'tanh'"),
-        ("network.hidden_sizes=64", r"'network.hidden_sizes': expected a list of an integer"),
+        ("network.hidden_sizes=64", r"'network.hidden_sizes': expected a list of integers"),
         ("ppo=3", r"config key 'ppo': expected a mapping"),
         ("ppo.lr.x=3", r"config key 'ppo.lr' is not a section"),
         ("ppo.lr=nan", r"'ppo.lr': must be a finite number"),
@@ -91,3 +91,11 @@ def test_describe_lists_every_key_with_help():
     keys = {r[0] for r in rows}
     assert {"seed", "num_seeds", "num_envs", "total_timesteps", "ppo.lr", "loop.num_chunks"} <= keys
     assert all(r[3] for r in rows), "every option documents itself"
+
+
+def test_reference_docs_are_up_to_date():
+    """docs/reference.md is generated from the CLI and config classes; regenerate it with
+    `python -m seqrl.docs` when either changes."""
+    from seqrl import docs
+
+    assert docs.TARGET.read_text() == docs.render()
