@@ -77,16 +77,7 @@ def ensure_venv(peer: str, log_dir: Path) -> Path:
         shutil.rmtree(venv)
     steps = [
         [base, "-m", "venv", str(venv)],
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            "-r",
-            str(requirements),
-        ],
+        [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)],
         [str(python), "-m", "pip", "check"],
     ]
     with log.open("w") as out:
@@ -192,11 +183,8 @@ def check_same_config(results: dict[str, dict]) -> list[str]:
     diffs = []
     for key in sorted(set(a) | set(b)):
         x, y = a.get(key), b.get(key)
-        same = (
-            math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-9)
-            if isinstance(x, float) or isinstance(y, float)
-            else x == y
-        )
+        numbers = isinstance(x, int | float) and isinstance(y, int | float)
+        same = math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-9) if numbers else x == y
         if not same:
             diffs.append(f"{key}: seqrl {x!r} vs rejax {y!r}")
     return diffs
@@ -321,12 +309,13 @@ def markdown(report: dict, notes: str) -> str:
     threads = report["threads"]
     return f"""{SECTION}
 
-Command: `{COMMAND}` (one invocation runs all three, one after another, each in its own process;
-`--quick` is a smoke test with tiny budgets). Measured {report["date"]} on {m["nproc"]} cores
-({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB, {m["platform"]}), no GPU; load average
-(1 min) {report["load_before"][0]} before and {report["load_after"][0]} after the run, per peer in
-the table. The machine is shared, so absolute numbers move 2-8x with load; the ratios come from
-one side-by-side run. Raw numbers and per-update curves: `docs/benchmarks/ppo_cartpole.json`.
+Command: `{COMMAND}`: one invocation for all three peers, run one after another, each in its
+own process (`--quick` is a smoke test with tiny budgets). Measured {report["date"]} on
+{m["nproc"]} cores ({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB RAM), no GPU, {m["platform"]}.
+Load average (1 min): {report["load_before"][0]} before the run, {report["load_after"][0]} after
+it, per peer in the table. The machine is shared, so absolute numbers move 2-8x with load; the
+ratios come from one side-by-side run. Raw numbers and per-update curves:
+`docs/benchmarks/ppo_cartpole.json`.
 
 {table(report)}
 

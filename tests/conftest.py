@@ -14,5 +14,6 @@ configure_jax()
 def tmp_run(tmp_path):
     return tmp_path / "run"
 
+
 # Tests name configs relative to the repository root, wherever pytest is started from.
 os.chdir(Path(__file__).resolve().parent.parent)
