@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from seqrl.envs import make_vec
-from seqrl.envs.core import NormalizeObservationState, find_state
 
 from seqrl import config as cfg
 from seqrl.config import ConfigError, LoopConfig, NetworkConfig, WrapperConfig, option
+from seqrl.envs import make_vec
+from seqrl.envs.core import NormalizeObservationState, find_state
 from seqrl.evaluate import episode_returns
 from seqrl.heads import head_for
 from seqrl.loop import Trainer, train_fn

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+
 from seqrl.envs.core import Environment
 from seqrl.envs.spaces import Box
 

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+
 from seqrl.envs.spaces import Box, Discrete, Space
 
 

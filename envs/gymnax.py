@@ -6,6 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 from gymnax.environments import spaces as gymnax_spaces
+
 from seqrl.envs.core import Environment
 from seqrl.envs.spaces import Box, Discrete, Space
 

@@ -18,7 +18,6 @@ from seqrl.envs.core import (
     NormalizeReward,
     VecEnv,
 )
-
 from seqrl.errors import ConfigError, UserError
 
 # gymnax ids that work offline (MNISTBandit downloads its data when made).

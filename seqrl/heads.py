@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+
 from seqrl.envs.spaces import Box, Discrete, Space
 
 

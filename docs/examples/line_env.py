@@ -10,6 +10,7 @@ or register a name from Python: ``seqrl.envs.register("custom/Line-v0", Line)``.
 import jax
 import jax.numpy as jnp
 from flax import struct
+
 from seqrl.envs import Box, Discrete, Environment
 
 

@@ -30,7 +30,7 @@ def s4d_imag(n_modes: int, state_size: int, kind: str) -> np.ndarray:
 
 
 class S4D(nn.Module):
-    """``(carry, x[T, B, H], resets[T, B]) -> (carry, y[T, B, H])``; carry (re, im) [B, H, N/2]."""
+    """``(carry, x[T, B, H], resets[T, B]) -> (carry, y[T, B, H])``; carry: complex [B, H, N/2]."""
 
     d_model: int
     state_size: int = 64
@@ -39,8 +39,7 @@ class S4D(nn.Module):
     dt_max: float = 1e-1
 
     def initialize_carry(self, batch: int):
-        zeros = jnp.zeros((batch, self.d_model, self.state_size // 2), jnp.float32)
-        return (zeros, zeros)
+        return jnp.zeros((batch, self.d_model, self.state_size // 2), jnp.complex64)
 
     @nn.compact
     def __call__(self, carry, x: jax.Array, resets: jax.Array):
@@ -65,6 +64,7 @@ class S4D(nn.Module):
         da = jnp.exp(jnp.exp(log_dt)[:, None] * a)
         db = (da - 1) / a
         u = x[..., None]  # [T, B, H, 1]
-        states = resettable_scan((da.real, da.imag), (u * db.real, u * db.imag), resets, carry)
-        y = 2 * jnp.sum(states[0] * c[..., 0] - states[1] * c[..., 1], axis=-1) + d * x
-        return (states[0][-1], states[1][-1]), y
+        states = resettable_scan(da, u * db, resets, carry)  # [T, B, H, N/2]
+        c = c[..., 0] + 1j * c[..., 1]
+        y = 2 * jnp.sum(states * c, axis=-1).real + d * x
+        return states[-1], y

@@ -64,7 +64,7 @@ def _const(value: np.ndarray):
 
 
 class S5(nn.Module):
-    """``(carry, x[T, B, H], resets[T, B]) -> (carry, y[T, B, H])``; carry = (re, im) [B, P']."""
+    """``(carry, x[T, B, H], resets[T, B]) -> (carry, y[T, B, H])``; carry: complex [B, P']."""
 
     d_model: int
     state_size: int = 64
@@ -80,8 +80,7 @@ class S5(nn.Module):
         return self.state_size // 2 if self.conj_sym else self.state_size
 
     def initialize_carry(self, batch: int):
-        zeros = jnp.zeros((batch, self.num_states), jnp.float32)
-        return (zeros, zeros)
+        return jnp.zeros((batch, self.num_states), jnp.complex64)
 
     def setup(self):
         lam, v, vinv = s5_init(self.state_size, self.blocks, self.conj_sym)
@@ -127,9 +126,9 @@ class S5(nn.Module):
 
     def __call__(self, carry, x: jax.Array, resets: jax.Array):
         a_bar, b_bar = self.discretize()
-        bu = (x @ b_bar.real.T, x @ b_bar.imag.T)  # [T, B, P']
-        h = resettable_scan((a_bar.real, a_bar.imag), bu, resets, carry)
-        c = self.C
+        bu = x.astype(jnp.complex64) @ b_bar.T  # [T, B, P']
+        h = resettable_scan(a_bar, bu, resets, carry)
+        c = self.C[..., 0] + 1j * self.C[..., 1]
         scale = 2.0 if self.conj_sym else 1.0
-        y = scale * (h[0] @ c[..., 0].T - h[1] @ c[..., 1].T) + self.D * x
-        return (h[0][-1], h[1][-1]), y
+        y = scale * (h @ c.T).real + self.D * x
+        return h[-1], y
