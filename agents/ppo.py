@@ -29,7 +29,7 @@ from seqrl.envs.core import NormalizeObservationState, find_state
 from seqrl.evaluate import episode_returns
 from seqrl.heads import head_for
 from seqrl.loop import Trainer, train_fn
-from seqrl.networks import ActorCritic
+from seqrl.networks import make_actor_critic
 from seqrl.returns import gae
 
 # ---------------------------------------------------------------------------------------------
@@ -88,12 +88,17 @@ class Config:
                 f"config key 'total_timesteps' ({self.total_timesteps}) must be at least "
                 f"num_envs * ppo.num_steps = {self.steps_per_update}"
             )
-        split = self.num_envs if self.network.backbone != "mlp" else self.steps_per_update
+        recurrent = self.network.is_recurrent
+        split = self.num_envs if recurrent else self.steps_per_update
         if split % self.ppo.num_minibatches:
+            what = (
+                "num_envs (recurrent: minibatches split over envs)"
+                if recurrent
+                else ("num_envs * ppo.num_steps")
+            )
             raise ConfigError(
                 f"config key 'ppo.num_minibatches' ({self.ppo.num_minibatches}) must divide "
-                f"{'num_envs' if self.network.backbone != 'mlp' else 'num_envs * ppo.num_steps'}"
-                f" = {split}"
+                f"{what} = {split}"
             )
 
 
@@ -119,6 +124,7 @@ class LearnerState:
     env_state: Any
     obs: jax.Array  # [B, ...] next observation to act on
     first: jax.Array  # [B] obs is the first of an episode (resets recurrent state)
+    final_obs: jax.Array  # [B, ...] the observation the last step led to (before any reset)
     carry: Any  # network carry before `obs`
     key: jax.Array
     update_step: jax.Array
@@ -136,6 +142,7 @@ class Transition:
     terminated: jax.Array
     done: jax.Array
     final_obs: jax.Array
+    prev_next_value: jax.Array  # recurrent: V(final obs of the previous step | carry before obs)
     episode_done: jax.Array
     episode_return: jax.Array
 
@@ -146,11 +153,8 @@ def hyperparams_from(config: Config) -> HyperParams:
     )
 
 
-def make_network(config: Config, action_space) -> ActorCritic:
-    net = config.network
-    return ActorCritic(
-        head=head_for(action_space), hidden_sizes=net.hidden_sizes, activation=net.activation
-    )
+def make_network(config: Config, action_space):
+    return make_actor_critic(config.network, head_for(action_space))
 
 
 def make_env(config: Config, num_envs: int, *, obs_stats=None, evaluation: bool = False):
@@ -196,16 +200,33 @@ def make_trainer(config: Config) -> Trainer:
             env_state=env_state,
             obs=obs,
             first=first,
+            final_obs=obs,
             carry=carry,
             key=key,
             update_step=jnp.zeros((), jnp.int32),
             hparams=hyperparams_from(config) if hparams is None else hparams,
         )
 
+    def act(s: LearnerState):
+        """(carry, dist, value) for ``s.obs`` and, for a recurrent network, the bootstrap value
+        V(s.final_obs) of the previous step continued from the same carry without a reset: one
+        call on a doubled batch instead of a second pass over the network."""
+        if not network.is_recurrent:
+            carry, dist, value = network.apply(s.params, s.carry, s.obs[None], s.first[None])
+            return carry, dist, value[0], value[0]
+        n = s.obs.shape[0]
+        obs = jnp.concatenate([s.obs, s.final_obs])[None]
+        resets = jnp.concatenate([s.first, jnp.zeros_like(s.first)])[None]
+        both = jax.tree.map(lambda c: jnp.concatenate([c, c]), s.carry)
+        carry, dist, value = network.apply(s.params, both, obs, resets)
+        carry = jax.tree.map(lambda c: c[:n], carry)
+        dist = jax.tree.map(lambda d: d[:, :n], dist)
+        return carry, dist, value[0, :n], value[0, n:]
+
     def collect(state: LearnerState) -> tuple[LearnerState, Transition]:
         def env_step(s: LearnerState, _):
             key, act_key, step_key = jax.random.split(s.key, 3)
-            carry, dist, value = network.apply(s.params, s.carry, s.obs[None], s.first[None])
+            carry, dist, value, prev_next_value = act(s)
             action = dist.sample(act_key)[0]
             log_prob = dist.log_prob(action[None])[0]
             obs, env_state, reward, terminated, truncated, info = venv.step(
@@ -217,27 +238,41 @@ def make_trainer(config: Config) -> Trainer:
                 first=s.first,
                 action=action,
                 log_prob=log_prob,
-                value=value[0],
+                value=value,
                 reward=reward,
                 terminated=terminated,
                 done=done,
                 final_obs=info["final_observation"],
+                prev_next_value=prev_next_value,
                 episode_done=info["episode_done"],
                 episode_return=info["episode_return"],
             )
-            s = s.replace(env_state=env_state, obs=obs, first=done, carry=carry, key=key)
+            s = s.replace(
+                env_state=env_state,
+                obs=obs,
+                first=done,
+                final_obs=info["final_observation"],
+                carry=carry,
+                key=key,
+            )
             return s, transition
 
         return jax.lax.scan(env_step, state, None, p.num_steps)
 
     def advantages(state: LearnerState, start_carry: Any, traj: Transition):
         h = state.hparams
-        # V of the observation each step led to; for a feed-forward critic this is one batched
-        # call over the final observations (equal to the next observation unless the episode
-        # ended, when it is the one before the auto-reset).
-        _, _, next_values = network.apply(
-            state.params, start_carry, traj.final_obs, jnp.zeros_like(traj.first)
-        )
+        # V of the observation each step led to (the next observation unless the episode ended,
+        # then the one before the auto-reset). Feed-forward: one batched call. Recurrent: the
+        # values computed while acting (shifted by one step) plus one call for the last step.
+        if network.is_recurrent:
+            _, _, last = network.apply(
+                state.params, state.carry, state.final_obs[None], jnp.zeros_like(state.first)[None]
+            )
+            next_values = jnp.concatenate([traj.prev_next_value[1:], last])
+        else:
+            _, _, next_values = network.apply(
+                state.params, start_carry, traj.final_obs, jnp.zeros_like(traj.first)
+            )
         return gae(
             traj.reward, traj.value, next_values, traj.terminated, traj.done, h.gamma, h.gae_lambda
         )

@@ -109,12 +109,13 @@ def compact_curve(rows: list[dict]) -> dict[str, Any]:
 
 
 def dumps(obj: Any, indent: int = 0) -> str:
-    """JSON with one key per line, but lists of scalars (and of such lists) on one line each."""
+    """JSON with one key per line; a list of scalars, and each item of a list of lists or dicts,
+    on one line."""
     pad, inner = " " * indent, " " * (indent + 1)
     if isinstance(obj, dict) and obj:
         items = [f"{inner}{json.dumps(k)}: {dumps(v, indent + 1)}" for k, v in obj.items()]
         return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, list) and obj and all(isinstance(x, list) for x in obj):
+    if isinstance(obj, list) and obj and all(isinstance(x, list | dict) for x in obj):
         return "[\n" + ",\n".join(inner + json.dumps(x) for x in obj) + "\n" + pad + "]"
     return json.dumps(obj)
 
@@ -309,13 +310,13 @@ def markdown(report: dict, notes: str) -> str:
     threads = report["threads"]
     return f"""{SECTION}
 
-Command: `{COMMAND}`: one invocation for all three peers, run one after another, each in its
-own process (`--quick` is a smoke test with tiny budgets). Measured {report["date"]} on
-{m["nproc"]} cores ({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB RAM), no GPU, {m["platform"]}.
-Load average (1 min): {report["load_before"][0]} before the run, {report["load_after"][0]} after
-it, per peer in the table. The machine is shared, so absolute numbers move 2-8x with load; the
-ratios come from one side-by-side run. Raw numbers and per-update curves:
-`docs/benchmarks/ppo_cartpole.json`.
+Command: `{COMMAND}`
+(`--quick`: a smoke test with tiny budgets). One invocation runs the three peers one after
+another, each in its own process. Measured {report["date"]} on {m["nproc"]} cores
+({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB RAM), no GPU, {m["platform"]}. Load average
+(1 min): {report["load_before"][0]} before the run, {report["load_after"][0]} after it; per peer
+in the table. The machine is shared, so absolute numbers move 2-8x with load; the ratios come
+from one side-by-side run. Raw numbers and per-update curves: `docs/benchmarks/ppo_cartpole.json`.
 
 {table(report)}
 

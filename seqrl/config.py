@@ -318,16 +318,42 @@ class LoopConfig:
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """The actor-critic network."""
+    """The actor-critic network: an MLP, or a sequence model (GRU/LSTM/S5/S4D) torso shared by
+    small actor and critic MLP heads."""
 
-    backbone: Literal["mlp"] = option("mlp", "torso: a feed-forward MLP")
-    hidden_sizes: tuple[int, ...] = option((64, 64), "widths of the hidden layers")
-    activation: Literal["tanh", "relu", "gelu"] = option("tanh", "hidden activation")
+    backbone: Literal["mlp", "gru", "lstm", "s5", "s4d"] = option(
+        "mlp", "torso: feed-forward MLP, or a recurrent sequence model"
+    )
+    hidden_sizes: tuple[int, ...] = option(
+        (64, 64), "MLP widths (the torso for mlp; the actor/critic heads after a sequence model)"
+    )
+    activation: Literal["tanh", "relu", "gelu"] = option("tanh", "MLP activation")
+    d_model: int = option(64, "width of the sequence model", ge=1)
+    num_layers: int = option(1, "sequence layers in the stack", ge=1)
+    state_size: int = option(64, "SSM state size (S5: P, S4D: N per channel)", ge=2)
+    blocks: int = option(1, "S5: HiPPO blocks J (state_size / blocks must be even)", ge=1)
+    discretization: Literal["zoh", "bilinear"] = option("zoh", "S5 discretization")
+    clip_eigs: bool = option(False, "S5: clip Re(Lambda) <= -1e-4")
+    s4d_init: Literal["lin", "inv"] = option("lin", "S4D initialization of Im(A)")
+    norm: Literal["layer", "none"] = option("layer", "pre-normalization in the stack")
+    glu: bool = option(True, "gated linear unit after each sequence layer")
+    residual: bool = option(True, "residual connection around each sequence layer")
+
+    @property
+    def is_recurrent(self) -> bool:
+        return self.backbone != "mlp"
 
     def validate(self) -> None:
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ConfigError(
                 "config key 'network.hidden_sizes' must be a non-empty list of ints >= 1"
+            )
+        if self.backbone in ("s5", "s4d") and self.state_size % 2:
+            raise ConfigError(f"config key 'network.state_size' must be even for {self.backbone}")
+        if self.backbone == "s5" and (self.state_size // self.blocks) % 2:
+            raise ConfigError(
+                "config key 'network.blocks' must divide network.state_size into even blocks, "
+                f"got state_size {self.state_size} and blocks {self.blocks}"
             )
 
 

@@ -49,3 +49,55 @@ class ActorCritic(nn.Module):
         critic = MLP(self.hidden_sizes, self.activation, name="critic")(x)
         value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(critic)
         return carry, dist, jnp.squeeze(value, -1)
+
+
+class RecurrentActorCritic(nn.Module):
+    """A sequence-model torso (``seqrl.sequence.SequenceStack``) shared by actor and critic MLP
+    heads. Acting is the same call with T = 1."""
+
+    head: nn.Module
+    stack: nn.Module
+    hidden_sizes: Sequence[int] = (64,)
+    activation: str = "tanh"
+
+    is_recurrent = True
+
+    def initialize_carry(self, batch: int) -> Any:
+        return self.stack.initialize_carry(batch)
+
+    @nn.compact
+    def __call__(self, carry: Any, obs: jax.Array, resets: jax.Array):
+        x = obs.reshape(*obs.shape[:2], -1)
+        carry, features = self.stack(carry, x, resets)
+        dist = self.head(MLP(self.hidden_sizes, self.activation, name="actor")(features))
+        critic = MLP(self.hidden_sizes, self.activation, name="critic")(features)
+        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(critic)
+        return carry, dist, jnp.squeeze(value, -1)
+
+
+def make_actor_critic(net, head: nn.Module) -> nn.Module:
+    """The network a ``NetworkConfig`` describes, with the given action head."""
+    if not net.is_recurrent:
+        return ActorCritic(head=head, hidden_sizes=net.hidden_sizes, activation=net.activation)
+    from seqrl.sequence import SequenceStack
+
+    layer_kwargs = {
+        "state_size": net.state_size,
+        "blocks": net.blocks,
+        "discretization": net.discretization,
+        "clip_eigs": net.clip_eigs,
+        "init_kind": net.s4d_init,
+    }
+    stack = SequenceStack(
+        kind=net.backbone,
+        d_model=net.d_model,
+        num_layers=net.num_layers,
+        norm=net.norm,
+        glu=net.glu,
+        residual=net.residual,
+        layer_kwargs=layer_kwargs,
+        parent=None,
+    )
+    return RecurrentActorCritic(
+        head=head, stack=stack, hidden_sizes=net.hidden_sizes, activation=net.activation
+    )
