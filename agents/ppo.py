@@ -376,13 +376,18 @@ def make_trainer(config: Config) -> Trainer:
             action = dist.mode() if deterministic else dist.sample(key)
             return carry, action[0]
 
+        # envs with a held-out task split (in-context meta-RL) are evaluated on it
+        eval_params = (
+            eval_env.eval_params(env_params) if hasattr(eval_env, "eval_params") else (env_params)
+        )
         return episode_returns(
             policy_step,
             network.initialize_carry(num_episodes),
             eval_env,
-            env_params,
+            eval_params,
             key,
             eval_max_steps,
+            getattr(env_params, "episodes_per_trial", None),
         )
 
     return Trainer(

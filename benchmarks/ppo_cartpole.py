@@ -202,6 +202,23 @@ def ratios(results: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def seqrl_revision() -> str:
+    """The commit measured, marked ``+local changes`` when seqrl's code differs from it."""
+    try:
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True)
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "seqrl", "agents", "envs", "configs"],
+            capture_output=True,
+        )
+    except OSError:
+        return "unknown (no git)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    rev = head.stdout.decode().strip()
+    return rev + (" +local changes" if dirty.stdout.strip() else "")
+
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -291,6 +308,8 @@ def facts(report: dict) -> list[str]:
         if r and r["wall_to_475"] and r["compile_seconds"]:
             share = r["compile_seconds"] / r["wall_to_475"]
             out.append(f"{LABELS[peer]}: compiling is {share:.0%} of its wall-to-475.")
+    if report["quick"]:
+        out.append("Quick mode: tiny budgets to test the plumbing; these ratios mean nothing.")
     missed = [r["name"] for r in report["ratios"] if r["met"] is False]
     out.append(
         "Targets missed in this run: " + ", ".join(missed) + "." if missed else "All targets met."
@@ -312,7 +331,8 @@ def markdown(report: dict, notes: str) -> str:
 
 Command: `{COMMAND}`
 (`--quick`: a smoke test with tiny budgets). One invocation runs the three peers one after
-another, each in its own process. Measured {report["date"]} on {m["nproc"]} cores
+another, each in its own process. Measured {report["date"]} (seqrl at
+{report.get("seqrl_revision", "an unrecorded commit")}) on {m["nproc"]} cores
 ({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB RAM), no GPU, {m["platform"]}. Load average
 (1 min): {report["load_before"][0]} before the run, {report["load_after"][0]} after it; per peer
 in the table. The machine is shared, so absolute numbers move 2-8x with load; the ratios come
@@ -414,6 +434,7 @@ def main() -> None:
         "quick": args.quick,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": COMMAND + (" --quick" if args.quick else ""),
+        "seqrl_revision": seqrl_revision(),
         "machine": machine(),
         "load_before": load_average(),
     }

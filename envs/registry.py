@@ -62,6 +62,9 @@ BRAX_IDS = (
     "walker2d",
 )  # swimmer is left out: it needs brax's generalized backend, whose step breaks on jax 0.10
 
+# in-context meta-RL: a random projection of observations and actions per trial
+INCONTEXT_IDS = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1", "gymnax/Pendulum-v1")
+
 _REGISTRY: dict[str, Callable[..., Environment]] = {}
 
 
@@ -94,6 +97,19 @@ for _id in GYMNAX_IDS:
     register(f"gymnax/{_id}", _gymnax_factory(_id))
 for _id in BRAX_IDS:
     register(f"brax/{_id}", _brax_factory(_id))
+
+
+def _incontext_factory(inner: str) -> Callable[..., Environment]:
+    def factory(**kwargs):
+        from seqrl.envs.incontext import InContextProjection
+
+        return InContextProjection(make_raw(inner), **kwargs)
+
+    return factory
+
+
+for _id in INCONTEXT_IDS:
+    register(f"incontext/{_id.split('/')[-1]}", _incontext_factory(_id))
 
 
 def names() -> list[str]:
@@ -179,3 +195,8 @@ def make_vec(
     if normalize_reward:
         env = NormalizeReward(env, gamma)
     return env
+
+
+from seqrl.envs.popgym import register_all as _register_popgym  # noqa: E402
+
+_register_popgym(register)

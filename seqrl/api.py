@@ -102,9 +102,14 @@ class Policy:
 
     def evaluate(self, episodes: int = 16, seed: int = 0, deterministic: bool = True) -> np.ndarray:
         """Returns of ``episodes`` fresh episodes per trained seed: ``[num_seeds, episodes]``."""
+        return self.evaluate_all(episodes, seed, deterministic)["returns"]
+
+    def evaluate_all(self, episodes: int = 16, seed: int = 0, deterministic: bool = True) -> dict:
+        """Everything the agent's evaluation reports, as numpy arrays with a leading seed axis
+        (``returns``; for in-context envs also ``episode_returns[seeds, episodes, index]``)."""
         keys = jax.vmap(lambda k: jax.random.fold_in(k, seed))(seed_keys(7919, self.num_seeds))
         fn = jax.jit(jax.vmap(lambda s, k: self.trainer.evaluate(s, k, episodes, deterministic)))
-        return np.asarray(fn(self.state, keys))
+        return jax.tree.map(np.asarray, fn(self.state, keys))
 
     @property
     def num_seeds(self) -> int:

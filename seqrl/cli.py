@@ -122,7 +122,8 @@ def _eval(args) -> int:
     from seqrl.loop import write_json_atomic
 
     policy = api.load(args.run_dir)
-    returns = policy.evaluate(args.episodes, args.seed, deterministic=not args.stochastic)
+    evaluation = policy.evaluate_all(args.episodes, args.seed, deterministic=not args.stochastic)
+    returns = evaluation["returns"]
     result = {
         "run_dir": str(args.run_dir),
         "update": policy.step,
@@ -132,6 +133,9 @@ def _eval(args) -> int:
         "return_std": float(np.nanstd(returns)),
         "return_per_seed": [float(r) for r in np.nanmean(returns, axis=1)],
     }
+    if "episode_returns" in evaluation:  # in-context envs: held-out tasks, per episode index
+        per_index = np.nanmean(evaluation["episode_returns"], axis=(0, 1))
+        result["return_per_episode_index"] = [float(r) for r in per_index]
     write_json_atomic(args.run_dir / "eval.json", result)
     print(json.dumps(result))
     return 0

@@ -19,12 +19,16 @@ def episode_returns(
     env_params: Any,
     key: jax.Array,
     max_steps: int,
-) -> jax.Array:
-    """Returns of the first episode of each of ``venv``'s copies (``[num_envs]``, jittable).
+    episodes_per_trial: int | None = None,
+) -> dict[str, jax.Array]:
+    """Returns of the first episode of each of ``venv``'s copies (jittable).
 
     ``venv`` is a vectorized env built by ``make_vec`` (its info carries episode statistics).
-    Copies still running after ``max_steps`` steps report NaN.
+    Gives ``{"returns": [num_envs]}``; copies still running after ``max_steps`` steps report NaN.
+    For in-context envs (an episode is a trial of ``episodes_per_trial`` inner episodes) it adds
+    ``"episode_returns": [num_envs, episodes_per_trial]``, the return per episode index.
     """
+    k = episodes_per_trial or 1
     key, reset_key = jax.random.split(key)
     obs, env_state = venv.reset(reset_key, env_params)
     n = obs.shape[0]
@@ -37,7 +41,13 @@ def episode_returns(
         carry, action = policy_step(c["carry"], c["obs"], c["first"], act_key)
         obs, env_state, _, _, _, info = venv.step(step_key, c["env_state"], action, env_params)
         newly = jnp.logical_and(info["episode_done"], ~c["finished"])
+        per_episode = c["per_episode"]
+        if episodes_per_trial:
+            hit = jnp.logical_and(info["inner_episode_done"], ~c["finished"])[:, None]
+            index = jax.nn.one_hot(info["episode_index"], k, dtype=jnp.bool_)
+            per_episode = jnp.where(hit & index, info["inner_episode_return"][:, None], per_episode)
         return {
+            "per_episode": per_episode,
             "key": key,
             "carry": carry,
             "obs": obs,
@@ -56,6 +66,11 @@ def episode_returns(
         "env_state": env_state,
         "finished": jnp.zeros(n, jnp.bool_),
         "returns": jnp.full(n, jnp.nan, jnp.float32),
+        "per_episode": jnp.full((n, k), jnp.nan, jnp.float32),
         "t": jnp.zeros((), jnp.int32),
     }
-    return jax.lax.while_loop(cond, body, init)["returns"]
+    final = jax.lax.while_loop(cond, body, init)
+    out = {"returns": final["returns"]}
+    if episodes_per_trial:
+        out["episode_returns"] = final["per_episode"]
+    return out

@@ -36,7 +36,8 @@ class Trainer:
 
     ``init(key) -> state``; ``update(state) -> (state, metrics)`` where metrics is a dict of
     scalars including ``episode_return`` (NaN when no episode ended); ``evaluate(state, key,
-    num_episodes, deterministic) -> returns[num_episodes]``.
+    num_episodes, deterministic) -> {"returns": [num_episodes], ...}`` (in-context envs add
+    ``"episode_returns": [num_episodes, episodes_per_trial]``).
     """
 
     init: Callable[[jax.Array], Any]
@@ -274,7 +275,8 @@ def run(
         return RunResult(run_dir, {})
 
     # EVALUATE the final policy on device, then summarize
-    returns = np.asarray(evaluate(states, eval_keys))  # [seeds, episodes]
+    evaluation = jax.tree.map(np.asarray, evaluate(states, eval_keys))
+    returns = evaluation["returns"]  # [seeds, episodes]
     summary = {
         "agent": config.agent,
         "env": config.env,
@@ -295,6 +297,9 @@ def run(
         "versions": versions(),
         "resumed": bool(resume),
     }
+    if "episode_returns" in evaluation:  # in-context: held-out tasks, return per episode index
+        per_index = np.nanmean(evaluation["episode_returns"], axis=(0, 1))
+        summary["final_return_per_episode_index"] = [float(r) for r in per_index]
     write_json_atomic(run_dir / "summary.json", summary)
     plot_runs([run_dir], run_dir / "curve.png", labels=[f"{config.agent} {config.env}"])
     return RunResult(run_dir, summary)
