@@ -147,6 +147,19 @@ class Transition:
     episode_return: jax.Array
 
 
+@struct.dataclass
+class Batch:
+    """What the loss needs of a rollout (time-major ``[T, B]``)."""
+
+    obs: jax.Array
+    first: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    advantage: jax.Array
+    target: jax.Array
+
+
 def hyperparams_from(config: Config) -> HyperParams:
     return HyperParams(
         **{k: jnp.asarray(v, jnp.float32) for k, v in cfg.traced_fields(config.ppo).items()}
@@ -277,17 +290,18 @@ def make_trainer(config: Config) -> Trainer:
             traj.reward, traj.value, next_values, traj.terminated, traj.done, h.gamma, h.gae_lambda
         )
 
-    def loss_fn(params, h: HyperParams, batch):
-        carry, traj, adv, targets = batch
-        _, dist, value = network.apply(params, carry, traj.obs, traj.first)
-        log_prob = dist.log_prob(traj.action)
-        ratio = jnp.exp(log_prob - traj.log_prob)
+    def loss_fn(params, h: HyperParams, minibatch: tuple[Any, Batch]):
+        carry, b = minibatch
+        _, dist, value = network.apply(params, carry, b.obs, b.first)
+        log_prob = dist.log_prob(b.action)
+        ratio = jnp.exp(log_prob - b.log_prob)
+        adv, targets = b.advantage, b.target
         if p.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         pg_loss = -jnp.minimum(
             ratio * adv, jnp.clip(ratio, 1 - h.clip_eps, 1 + h.clip_eps) * adv
         ).mean()
-        value_clipped = traj.value + jnp.clip(value - traj.value, -h.clip_eps, h.clip_eps)
+        value_clipped = b.value + jnp.clip(value - b.value, -h.clip_eps, h.clip_eps)
         value_loss = (
             0.5 * jnp.maximum((value - targets) ** 2, (value_clipped - targets) ** 2).mean()
         )
@@ -303,13 +317,12 @@ def make_trainer(config: Config) -> Trainer:
         }
         return total, stats
 
-    def minibatches(key, start_carry, traj, adv, targets):
-        """[num_minibatches, ...] batches split over environments (axis 1 of [T, B])."""
-        batch = (start_carry, traj, adv, targets)
-        if not network.is_recurrent:  # independent samples: one [1, T*B] "sequence" batch
-            flat = lambda x: x.reshape(1, -1, *x.shape[2:])
-            batch = (start_carry, *jax.tree.map(flat, (traj, adv, targets)))
-        n = batch[2].shape[1]
+    def minibatches(key, start_carry, batch: Batch):
+        """``num_minibatches`` (carry, Batch) pairs split over environments (axis 1 of [T, B]);
+        a feed-forward network's rollout is one [1, T * B] batch of independent samples."""
+        if not network.is_recurrent:
+            batch = jax.tree.map(lambda x: x.reshape(1, -1, *x.shape[2:]), batch)
+        n = batch.obs.shape[1]
         perm = jax.random.permutation(key, n)
         m = p.num_minibatches
 
@@ -318,9 +331,9 @@ def make_trainer(config: Config) -> Trainer:
             x = x.reshape(*x.shape[:axis], m, n // m, *x.shape[axis + 1 :])
             return jnp.moveaxis(x, axis, 0)
 
-        carry = jax.tree.map(lambda x: split(x, 0), batch[0])
-        rest = jax.tree.map(lambda x: split(x, 1), batch[1:])
-        return (carry, *rest)
+        return jax.tree.map(lambda x: split(x, 0), start_carry), jax.tree.map(
+            lambda x: split(x, 1), batch
+        )
 
     def update(state: LearnerState) -> tuple[LearnerState, dict]:
         start_carry = state.carry
@@ -328,6 +341,7 @@ def make_trainer(config: Config) -> Trainer:
         state, traj = collect(state)
         # ADVANTAGES
         adv, targets = advantages(state, start_carry, traj)
+        batch = Batch(traj.obs, traj.first, traj.action, traj.log_prob, traj.value, adv, targets)
         # UPDATE
         h = state.hparams
         frac = 1.0 - state.update_step / num_updates if p.anneal_lr else 1.0
@@ -342,7 +356,7 @@ def make_trainer(config: Config) -> Trainer:
             return (optax.apply_updates(params, updates), opt_state), stats
 
         def epoch(carry, key):
-            batches = minibatches(key, start_carry, traj, adv, targets)
+            batches = minibatches(key, start_carry, batch)
             return jax.lax.scan(sgd_step, carry, batches)
 
         key, epoch_key = jax.random.split(state.key)

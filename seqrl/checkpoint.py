@@ -19,12 +19,17 @@ logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save at IN
 
 
 class Checkpointer:
-    """``run_dir/checkpoints/<update>/`` directories; ``keep=0`` keeps every one."""
+    """``run_dir/checkpoints/<update>/`` directories; ``keep=0`` keeps every one.
 
-    def __init__(self, directory: str | Path, keep: int = 0):
+    ``asynchronous=True`` copies the state to host memory and writes it in a background
+    thread (training goes on); orbax commits each checkpoint atomically when it is complete.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 0, asynchronous: bool = False):
+        self.asynchronous = asynchronous
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep or None, create=True, enable_async_checkpointing=False
+            max_to_keep=keep or None, create=True, enable_async_checkpointing=self.asynchronous
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -36,6 +41,11 @@ class Checkpointer:
             ),
             force=True,
         )
+        if not self.asynchronous:
+            self.manager.wait_until_finished()
+
+    def wait(self) -> None:
+        """Blocks until asynchronous saves are on disk."""
         self.manager.wait_until_finished()
 
     def steps(self) -> list[int]:

@@ -63,30 +63,40 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(num_seeds))
 
 
-def make_chunk(trainer: Trainer, updates_per_chunk: int, example_state: Any):
-    """``chunk(states[S], n_active) -> (states, metrics[S, updates_per_chunk])``.
+def make_chunk(trainer: Trainer, num_updates: int):
+    """``chunk(states[S]) -> (states, metrics[S, num_updates])``: ``num_updates`` updates per
+    seed in one ``lax.scan`` (no per-update branching: a ``lax.cond`` here costs ~50%)."""
 
-    Updates ``i >= n_active`` are skipped (a ``lax.cond`` on an unbatched predicate), so the last,
-    shorter chunk reuses the same compiled program; their metrics are NaN.
-    """
-    metric_shapes = jax.eval_shape(trainer.update, example_state)[1]
-
-    def skip(state):
-        blank = lambda m: jnp.full(
-            m.shape, jnp.nan if jnp.issubdtype(m.dtype, jnp.floating) else 0, m.dtype
-        )
-        return state, jax.tree.map(blank, metric_shapes)
-
-    def chunk(states, n_active):
+    def chunk(states):
         def per_seed(state):
-            def body(s, i):
-                return jax.lax.cond(i < n_active, trainer.update, skip, s)
-
-            return jax.lax.scan(body, state, jnp.arange(updates_per_chunk))
+            return jax.lax.scan(lambda s, _: trainer.update(s), state, None, num_updates)
 
         return jax.vmap(per_seed)(states)
 
     return chunk
+
+
+def plan_chunks(num_updates: int, num_chunks: int) -> list[int]:
+    """Chunk sizes summing to ``num_updates``, about ``num_chunks`` of them.
+
+    Equal sizes need one compiled program: prefer a divisor of ``num_updates`` giving between
+    half and twice the requested number of chunks; otherwise equal chunks plus one shorter last
+    chunk (a second program, compiled when it is reached).
+    """
+    target = num_updates / num_chunks
+    divisors = [
+        d
+        for d in range(1, num_updates + 1)
+        if num_updates % d == 0 and num_chunks / 2 <= num_updates // d <= 2 * num_chunks
+    ]
+    if divisors:
+        size = min(divisors, key=lambda d: (abs(d - target), d))
+        return [size] * (num_updates // size)
+    size = math.ceil(target)
+    sizes = [size] * (num_updates // size)
+    if num_updates % size:
+        sizes.append(num_updates % size)
+    return sizes
 
 
 @dataclasses.dataclass
@@ -139,7 +149,9 @@ def _rows(metrics: dict, first_update: int, n: int, steps_per_update: int, t0: f
         row = {
             "update": update,
             "env_steps": update * steps_per_update,
-            "wall_seconds": t0 + (t1 - t0) * (i + 1) / n,  # interpolated inside the chunk
+            # seconds since the run started (compile and host work included), interpolated
+            # between the start and end of the chunk
+            "wall_seconds": t0 + (t1 - t0) * (i + 1) / n,
             "return_mean": float(np.mean(finite)) if finite else None,
             "return_seeds": returns,
         }
@@ -170,6 +182,7 @@ def run(
     from seqrl.plotting import plot_runs
 
     configure_jax()
+    t_start = time.perf_counter()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config_name)
     if not resume and (run_dir / "checkpoints").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
@@ -180,30 +193,43 @@ def run(
         (run_dir / "config.yaml.tmp").write_text(_yaml(config))
         os.replace(run_dir / "config.yaml.tmp", run_dir / "config.yaml")
     loop = config.loop
-    updates_per_chunk = math.ceil(trainer.num_updates / loop.num_chunks)
-    num_chunks = math.ceil(trainer.num_updates / updates_per_chunk)
+    sizes = plan_chunks(trainer.num_updates, loop.num_chunks)
+    num_chunks = len(sizes)
+    starts = [sum(sizes[:c]) for c in range(num_chunks)]
 
-    # COMPILE: init, one chunk of updates, evaluation (timed ahead of time, no run yet)
+    # COMPILE: init, the chunk of updates, evaluation (timed ahead of time, no run yet)
     keys = seed_keys(config.seed, config.num_seeds)
     init, t_init = _timed_compile(jax.vmap(trainer.init), keys)
     abstract = jax.eval_shape(jax.vmap(trainer.init), keys)
-    example = jax.eval_shape(trainer.init, keys[0])
-    chunk_fn = make_chunk(trainer, updates_per_chunk, example)
-    n_active = jnp.asarray(updates_per_chunk, jnp.int32)
-    chunk, t_chunk = _timed_compile(chunk_fn, abstract, n_active, donate_argnums=0)
+    chunks: dict[int, Any] = {}
+    compile_seconds = t_init
+
+    def chunk_program(size: int):
+        nonlocal compile_seconds
+        if size not in chunks:
+            chunks[size], seconds = _timed_compile(
+                make_chunk(trainer, size), abstract, donate_argnums=0
+            )
+            compile_seconds += seconds
+        return chunks[size]
+
+    chunk_program(sizes[0])
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1_000_003))(keys)
     evaluate_fn = jax.vmap(
         lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
     )
     evaluate, t_eval = _timed_compile(evaluate_fn, abstract, eval_keys)
-    compile_seconds = t_init + t_chunk + t_eval
+    compile_seconds += t_eval
 
-    checkpointer = Checkpointer(run_dir / "checkpoints", keep=loop.keep_checkpoints)
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints", keep=loop.keep_checkpoints, asynchronous=True
+    )
     metrics_sink = JsonlSink(run_dir / "metrics.jsonl")
-    start_chunk, train_seconds = 0, 0.0
+    start_chunk, train_seconds, wall_offset = 0, 0.0, 0.0
     if resume:
         states, meta = checkpointer.restore(abstract)
         start_chunk, train_seconds = meta["chunks_done"], meta["train_seconds"]
+        wall_offset = meta.get("wall_seconds", 0.0)
         metrics_sink.trim(meta["updates_done"])
         log(f"resumed from update {meta['updates_done']} (chunk {start_chunk}/{num_chunks})")
     else:
@@ -212,7 +238,7 @@ def run(
     tensorboard = (
         TensorBoardSink(
             run_dir / "tensorboard",
-            purge_step=start_chunk * updates_per_chunk * trainer.steps_per_update or None,
+            purge_step=sum(sizes[:start_chunk]) * trainer.steps_per_update or None,
         )
         if loop.tensorboard
         else None
@@ -224,27 +250,27 @@ def run(
         total_steps,
         f"{config.agent} {config.env}",
         show,
-        completed=min(start_chunk * updates_per_chunk, trainer.num_updates)
-        * trainer.steps_per_update,
+        completed=sum(sizes[:start_chunk]) * trainer.steps_per_update,
     )
     chunks_run = 0
     try:
         for c in range(start_chunk, num_chunks):
             if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
                 break
-            first_update = c * updates_per_chunk
-            n = min(updates_per_chunk, trainer.num_updates - first_update)
+            first_update, n = starts[c], sizes[c]
+            program = chunk_program(n)
             t0 = time.perf_counter()
-            states, metrics = chunk(states, jnp.asarray(n, jnp.int32))
+            states, metrics = program(states)
             metrics = jax.block_until_ready(metrics)
-            dt = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            dt = t1 - t0
             rows = _rows(
                 metrics,
                 first_update,
                 n,
                 trainer.steps_per_update,
-                compile_seconds + train_seconds,
-                compile_seconds + train_seconds + dt,
+                wall_offset + t0 - t_start,
+                wall_offset + t1 - t_start,
             )
             train_seconds += dt
             chunks_run += 1
@@ -260,9 +286,15 @@ def run(
             )
             stopping = stop_after_chunks is not None and chunks_run >= stop_after_chunks
             if (c + 1) % loop.checkpoint_every == 0 or c + 1 == num_chunks or stopping:
-                meta = {"chunks_done": c + 1, "updates_done": done, "train_seconds": train_seconds}
+                meta = {
+                    "chunks_done": c + 1,
+                    "updates_done": done,
+                    "train_seconds": train_seconds,
+                    "wall_seconds": wall_offset + time.perf_counter() - t_start,
+                }
                 checkpointer.save(done, states, meta)
     finally:
+        checkpointer.wait()
         bar.close()
         if tensorboard is not None:
             tensorboard.close()
