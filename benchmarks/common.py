@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
+import subprocess
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -93,3 +95,57 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result) + "\n")
     os.replace(tmp, path)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def seqrl_revision() -> str:
+    """The commit measured, marked ``+local changes`` when seqrl's code differs from it."""
+    try:
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True)
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "seqrl", "agents", "envs", "configs"],
+            capture_output=True,
+        )
+    except OSError:
+        return "unknown (no git)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    rev = head.stdout.decode().strip()
+    return rev + (" +local changes" if dirty.stdout.strip() else "")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+def replace_section(doc: Path, heading: str, section: str) -> None:
+    """Writes ``section`` (starting with ``heading``) into ``doc`` in place of the old one."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    start = text.find(heading)
+    if start >= 0:
+        nxt = text.find("\n## ", start + len(heading))
+        before, after = text[:start], ("" if nxt < 0 else text[nxt + 1 :])
+    else:
+        before, after = text.rstrip("\n") + "\n\n", ""
+    doc.write_text(before + section.rstrip("\n") + "\n" + ("\n" + after if after else ""))

@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, load_average, machine, seqrl_revision
+
 DOC = ROOT / "docs" / "benchmarks.md"
 DOC_JSON = ROOT / "docs" / "benchmarks" / "ppo_cartpole.json"
 SECTION = "## PPO on CartPole-v1: seqrl vs rejax vs Stable-Baselines3"
@@ -120,10 +120,6 @@ def dumps(obj: Any, indent: int = 0) -> str:
     return json.dumps(obj)
 
 
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def run_peer(peer: str, python: Path, steps: int, workdir: Path, timeout: float) -> dict:
     """Runs one peer worker to the end; its result plus the process's wall time and peak RSS."""
     out = workdir / f"{peer}.json"
@@ -200,41 +196,6 @@ def ratios(results: dict[str, dict]) -> list[dict]:
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         rows.append({"name": name, "value": value, "target": f"{op} {target:g}", "met": met})
     return rows
-
-
-def seqrl_revision() -> str:
-    """The commit measured, marked ``+local changes`` when seqrl's code differs from it."""
-    try:
-        git = ["git", "-C", str(ROOT)]
-        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True)
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--", "seqrl", "agents", "envs", "configs"],
-            capture_output=True,
-        )
-    except OSError:
-        return "unknown (no git)"
-    if head.returncode != 0:
-        return "unknown (not a git checkout)"
-    rev = head.stdout.decode().strip()
-    return rev + (" +local changes" if dirty.stdout.strip() else "")
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": model,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
