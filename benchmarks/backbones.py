@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from benchmarks.common import ROOT, load_average, machine, replace_section, seqrl_revision
 
