@@ -246,6 +246,28 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = _deep_copy(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A YAML config as a dict; ``base: other.yaml`` (relative to the file) is loaded first and
+    the file's keys are merged over it, so variants of a config state only what differs."""
+    path = Path(path)
+    if path.resolve() in _chain:
+        raise UserError(f"config file {path}: its 'base' chain loops back to itself")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"config file {path}: 'base' must be a path to another YAML file")
+    return _deep_merge(read_config_file(path.parent / base, (*_chain, path.resolve())), data)
+
+
 def config_class(agent: Any) -> type:
     if agent not in AGENTS:
         raise ConfigError(
@@ -261,7 +283,7 @@ def load_config(source: str | Path | dict | Any, overrides: list[str] | dict | N
     elif isinstance(source, dict):
         data = _deep_copy(source)
     else:
-        data = read_yaml(source)
+        data = read_config_file(source)
     data = apply_overrides(data, overrides or [])
     cls = config_class(data.get("agent", "ppo"))
     return from_dict(cls, data)

@@ -1,5 +1,7 @@
 """Config loading: types, ranges, overrides and one-line errors naming the key."""
 
+from pathlib import Path
+
 import pytest
 
 from seqrl import config as cfg
@@ -99,3 +101,23 @@ def test_reference_docs_are_up_to_date():
     from seqrl import docs
 
     assert docs.TARGET.read_text() == docs.render()
+
+
+def test_base_configs_merge_and_loops_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("agent: ppo\nnum_envs: 8\nppo:\n  lr: 0.1\n  gamma: 0.5\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nppo:\n  lr: 0.2\n")
+    c = cfg.load_config(tmp_path / "b.yaml")
+    assert (c.num_envs, c.ppo.lr, c.ppo.gamma) == (8, 0.2, 0.5)
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(UserError, match="loops back"):
+        cfg.load_config(tmp_path / "c.yaml")
+    (tmp_path / "e.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(UserError, match="config file not found"):
+        cfg.load_config(tmp_path / "e.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in Path("configs").rglob("*.yaml")))
+def test_every_shipped_config_loads(path):
+    c = cfg.load_config(path)
+    assert c.num_updates >= 1
