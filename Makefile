@@ -9,7 +9,7 @@ WORKERS ?= 2
 .PHONY: help install demo test lint format bench-ppo clean
 
 help:
-	@echo "make demo       create .venv, install, train PPO on CartPole, print where results are"
+	@echo "make demo       create .venv, install, train S5-PPO on a memory task, print results"
 	@echo "make test       create .venv if needed, install, run the whole test suite"
 	@echo "make lint       ruff check + format check"
 	@echo "make bench-ppo  seqrl vs rejax vs Stable-Baselines3 PPO on CartPole (docs/benchmarks.md)"
@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the flagship job: S5-PPO on a memory task (CartPole without velocities), ~2 minutes
 demo: $(STAMP)
-	$(BIN)/seqrl train configs/ppo/cartpole.yaml
+	$(BIN)/seqrl train configs/ppo/popgym/stateless_cartpole_s5.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -q

@@ -410,6 +410,7 @@ def make_trainer(config: Config) -> Trainer:
         evaluate=evaluate,
         num_updates=num_updates,
         steps_per_update=config.steps_per_update,
+        parts={"network": network, "collect": collect, "advantages": advantages},
     )
 
 

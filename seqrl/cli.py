@@ -110,6 +110,14 @@ def _train(args) -> int:
             f"compile {s['compile_seconds']:.1f} s, train {s['train_seconds']:.1f} s, "
             f"{s['env_steps_per_second']:,.0f} env steps/s"
         )
+        from seqrl.plotting import sparkline
+
+        curve = sparkline(result.run_dir)
+        if curve:
+            print(f"return:  {curve}")
+        if "final_return_per_episode_index" in s:
+            per_index = ", ".join(f"{r:.2f}" for r in s["final_return_per_episode_index"])
+            print(f"held-out tasks, return per episode of a trial: {per_index}")
         print(f"results: {result.run_dir / 'summary.json'}")
         print(f"plot:    {result.run_dir / 'curve.png'}")
     return 0

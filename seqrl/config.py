@@ -249,7 +249,9 @@ def read_yaml(path: str | Path) -> dict:
 def _deep_merge(base: dict, update: dict) -> dict:
     out = _deep_copy(base)
     for k, v in update.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 

@@ -42,9 +42,11 @@ class Trainer:
 
     init: Callable[[jax.Array], Any]
     update: Callable[[Any], tuple[Any, dict]]
-    evaluate: Callable[[Any, jax.Array, int, bool], jax.Array]
+    evaluate: Callable[[Any, jax.Array, int, bool], dict]
     num_updates: int
     steps_per_update: int
+    # the agent's own pieces (e.g. PPO's network, collect, advantages) for tests and notebooks
+    parts: dict = dataclasses.field(default_factory=dict)
 
 
 def train_fn(trainer: Trainer) -> Callable[[jax.Array], tuple[Any, dict]]:

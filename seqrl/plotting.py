@@ -65,3 +65,18 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[
     fig.savefig(out)
     plt.close(fig)
     return Path(out)
+
+
+def sparkline(run_dir: str | Path, width: int = 48) -> str:
+    """The learning curve of a run as one line of block characters (for the terminal)."""
+    _, mean, _ = _curve(read_metrics(run_dir))
+    mean = mean[np.isfinite(mean)]
+    if mean.size == 0:
+        return ""
+    chunks = np.array_split(mean, min(width, mean.size))
+    values = np.array([c.mean() for c in chunks])
+    lo, hi = float(values.min()), float(values.max())
+    blocks = "▁▂▃▄▅▆▇█"
+    scaled = np.zeros_like(values) if hi == lo else (values - lo) / (hi - lo)
+    line = "".join(blocks[int(round(v * (len(blocks) - 1)))] for v in scaled)
+    return f"{lo:.3g} {line} {hi:.3g}"
