@@ -107,25 +107,19 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, bool):
             raise bad()
         return value
-    if tp is int:
-        if isinstance(value, str):
+    if tp in (int, float):
+        if isinstance(value, str):  # "5e5" (YAML 1.1 reads it as a string)
             try:
                 value = float(value)
             except ValueError:
                 raise bad() from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad()
+    if tp is int:
         if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
             raise bad()
         return int(value)
     if tp is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad() from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad()
         if not math.isfinite(value):
             raise ConfigError(f"config key '{path}': must be a finite number, got {value!r}")
         return float(value)

@@ -52,8 +52,30 @@ def _suit_space() -> Box:
 
 
 # --------------------------------------------------------------------------------------------
-# RepeatFirst
+# RepeatFirst, RepeatPrevious
 # --------------------------------------------------------------------------------------------
+
+
+class _SuitDeck(PopGymEnvironment):
+    """Shared by the games that deal one card per step and observe its suit."""
+
+    def reset(self, key, params):
+        state = DeckState(shuffled(key, params.num_decks), jnp.zeros((), jnp.int32))
+        return one_hot(state.cards[0], NUM_SUITS), state
+
+    def _deal(self, state: DeckState, reward: jax.Array, n: int):
+        """Deals the next card: the step's six outputs; the deck is empty after N - 1 steps."""
+        time = state.time + 1
+        obs = one_hot(state.cards[jnp.minimum(time, n - 1)], NUM_SUITS)
+        terminated = time >= n - 1
+        reward = reward.astype(jnp.float32)
+        return obs, DeckState(state.cards, time), reward, terminated, jnp.zeros((), bool), {}
+
+    def observation_space(self, params) -> Box:
+        return _suit_space()
+
+    def action_space(self, params) -> Discrete:
+        return Discrete(NUM_SUITS)
 
 
 @struct.dataclass
@@ -61,7 +83,7 @@ class RepeatFirstParams:
     num_decks: int = struct.field(pytree_node=False, default=1)
 
 
-class RepeatFirst(PopGymEnvironment):
+class RepeatFirst(_SuitDeck):
     """Repeat the suit of the first card at every step.
 
     Observation: the one-hot suit of the card just dealt (the first card at reset). Action: a
@@ -73,24 +95,10 @@ class RepeatFirst(PopGymEnvironment):
         _check_num_decks(num_decks)
         super().__init__(RepeatFirstParams(num_decks=int(num_decks)), name)
 
-    def reset(self, key, params):
-        state = DeckState(shuffled(key, params.num_decks), jnp.zeros((), jnp.int32))
-        return one_hot(state.cards[0], NUM_SUITS), state
-
     def step(self, key, state, action, params):
         n = DECK_SIZE * params.num_decks
         scale = 1.0 / (n - 1)
-        reward = jnp.where(action == state.cards[0], scale, -scale).astype(jnp.float32)
-        time = state.time + 1
-        obs = one_hot(state.cards[jnp.minimum(time, n - 1)], NUM_SUITS)
-        terminated = time >= n - 1
-        return obs, DeckState(state.cards, time), reward, terminated, jnp.zeros((), bool), {}
-
-    def observation_space(self, params) -> Box:
-        return _suit_space()
-
-    def action_space(self, params) -> Discrete:
-        return Discrete(NUM_SUITS)
+        return self._deal(state, jnp.where(action == state.cards[0], scale, -scale), n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +112,7 @@ class RepeatPreviousParams:
     k: int = 4
 
 
-class RepeatPrevious(PopGymEnvironment):
+class RepeatPrevious(_SuitDeck):
     """Repeat the suit of the card dealt ``k - 1`` cards before the newest one.
 
     Observation: the one-hot suit of the card just dealt. At step ``t`` (1-based) the agent has
@@ -120,27 +128,13 @@ class RepeatPrevious(PopGymEnvironment):
             raise ValueError(f"k must be in [1, {DECK_SIZE * int(num_decks)}), got {k}")
         super().__init__(RepeatPreviousParams(num_decks=int(num_decks), k=int(k)), name)
 
-    def reset(self, key, params):
-        state = DeckState(shuffled(key, params.num_decks), jnp.zeros((), jnp.int32))
-        return one_hot(state.cards[0], NUM_SUITS), state
-
     def step(self, key, state, action, params):
         n = DECK_SIZE * params.num_decks
         hand = state.time + 1  # cards seen so far
         target = state.cards[jnp.maximum(hand - params.k, 0)]
         scale = 1.0 / (n - params.k)
         reward = jnp.where(action == target, scale, -scale)
-        reward = jnp.where(hand >= params.k, reward, 0.0).astype(jnp.float32)
-        time = state.time + 1
-        obs = one_hot(state.cards[jnp.minimum(time, n - 1)], NUM_SUITS)
-        terminated = time >= n - 1
-        return obs, DeckState(state.cards, time), reward, terminated, jnp.zeros((), bool), {}
-
-    def observation_space(self, params) -> Box:
-        return _suit_space()
-
-    def action_space(self, params) -> Discrete:
-        return Discrete(NUM_SUITS)
+        return self._deal(state, jnp.where(hand >= params.k, reward, 0.0), n)
 
 
 # --------------------------------------------------------------------------------------------
