@@ -167,7 +167,18 @@ def hyperparams_from(config: Config) -> HyperParams:
 
 
 def make_network(config: Config, action_space):
-    return make_actor_critic(config.network, head_for(action_space))
+    net = config.network
+    try:
+        head = head_for(
+            action_space,
+            net.head,
+            fourier_frequencies=net.fourier_frequencies,
+            fourier_bins=net.fourier_bins,
+            action_order=net.action_order,
+        )
+    except ValueError as e:
+        raise ConfigError(f"config key 'network.head': {e}") from None
+    return make_actor_critic(net, head)
 
 
 def make_env(config: Config, num_envs: int, *, obs_stats=None, evaluation: bool = False):

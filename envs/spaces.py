@@ -17,6 +17,9 @@ class Discrete:
     shape: tuple[int, ...] = ()
     dtype: np.dtype = np.dtype(np.int32)
 
+    def __repr__(self) -> str:
+        return f"Discrete({self.n})"
+
     def sample(self, key: jax.Array) -> jax.Array:
         return jax.random.randint(key, self.shape, 0, self.n, dtype=self.dtype)
 
@@ -53,6 +56,13 @@ class Box:
 
     def contains(self, x: jax.Array) -> jax.Array:
         return jnp.logical_and(jnp.all(x >= self.low), jnp.all(x <= self.high))
+
+    def __repr__(self) -> str:
+        def bound(v):
+            v = np.asarray(v)
+            return f"{float(v.flat[0]):g}" if v.size and np.all(v == v.flat[0]) else "..."
+
+        return f"Box({bound(self.low)}, {bound(self.high)}, shape={self.shape})"
 
     def __hash__(self) -> int:  # arrays are not hashable; spaces are static metadata
         return hash((self.shape, self.dtype, self.low.tobytes(), self.high.tobytes()))

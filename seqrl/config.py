@@ -356,6 +356,14 @@ class NetworkConfig:
     norm: Literal["layer", "none"] = option("layer", "pre-normalization in the stack")
     glu: bool = option(True, "gated linear unit after each sequence layer")
     residual: bool = option(True, "residual connection around each sequence layer")
+    head: Literal[
+        "auto", "categorical", "gaussian", "tanh_gaussian", "deterministic", "fourier"
+    ] = option("auto", "action head (auto: categorical for discrete, gaussian for continuous)")
+    fourier_frequencies: int = option(8, "Fourier head: frequencies N", ge=1)
+    fourier_bins: int = option(64, "Fourier head: bins per continuous action dimension", ge=2)
+    action_order: tuple[int, ...] | None = option(
+        None, "Fourier head, discrete actions: the actions in bin order (neighbours alike)"
+    )
 
     @property
     def is_recurrent(self) -> bool:

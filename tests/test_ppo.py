@@ -82,10 +82,12 @@ def test_traced_hyperparameters_vmap_one_compile():
     assert moved[0] == 0.0 and moved[1] > 1e-4
 
 
-def test_continuous_actions_on_pendulum(tmp_path):
+@pytest.mark.parametrize("head", ["gaussian", "tanh_gaussian", "fourier"])
+def test_continuous_actions_on_pendulum(tmp_path, head):
     config = cfg.load_config(
         CARTPOLE,
         [
+            f"network.head={head}",
             "env=gymnax/Pendulum-v1",
             "wrappers.normalize_obs=true",
             "wrappers.normalize_reward=true",
