@@ -391,25 +391,32 @@ def make_trainer(config: Config) -> Trainer:
 
     eval_max_steps = config.loop.eval_max_steps
 
-    def evaluate(state: LearnerState, key: jax.Array, num_episodes: int, deterministic: bool):
+    def rollout_env(state: LearnerState, num_envs: int):
+        """``(venv, params)`` to roll the trained policy out in: no reward scaling, observation
+        statistics frozen at the trained ones, held-out tasks where the env has a split."""
         obs_stats = find_state(state.env_state, NormalizeObservationState)
         obs_stats = None if obs_stats is None else obs_stats.stats
-        eval_env = make_env(config, num_episodes, obs_stats=obs_stats, evaluation=True)
+        venv = make_env(config, num_envs, obs_stats=obs_stats, evaluation=True)
+        params = venv.eval_params(env_params) if hasattr(venv, "eval_params") else env_params
+        return venv, params
 
-        def policy_step(carry, obs, first, key):
+    def policy_step(state: LearnerState, deterministic: bool):
+        """``(carry, obs[B], first[B], key) -> (carry, action[B])`` for the trained policy."""
+
+        def step(carry, obs, first, key):
             carry, dist, _ = network.apply(state.params, carry, obs[None], first[None])
             action = dist.mode() if deterministic else dist.sample(key)
             return carry, action[0]
 
-        # envs with a held-out task split (in-context meta-RL) are evaluated on it
-        eval_params = (
-            eval_env.eval_params(env_params) if hasattr(eval_env, "eval_params") else (env_params)
-        )
+        return step
+
+    def evaluate(state: LearnerState, key: jax.Array, num_episodes: int, deterministic: bool):
+        venv, params = rollout_env(state, num_episodes)
         return episode_returns(
-            policy_step,
+            policy_step(state, deterministic),
             network.initialize_carry(num_episodes),
-            eval_env,
-            eval_params,
+            venv,
+            params,
             key,
             eval_max_steps,
             getattr(env_params, "episodes_per_trial", None),
@@ -421,7 +428,13 @@ def make_trainer(config: Config) -> Trainer:
         evaluate=evaluate,
         num_updates=num_updates,
         steps_per_update=config.steps_per_update,
-        parts={"network": network, "collect": collect, "advantages": advantages},
+        parts={
+            "network": network,
+            "collect": collect,
+            "advantages": advantages,
+            "rollout_env": rollout_env,
+            "policy_step": policy_step,
+        },
     )
 
 
