@@ -84,13 +84,13 @@ def worker(backbone: str, num_steps: int, env: str, updates: int) -> dict:
     t0 = time.perf_counter()
     init = jax.jit(jax.vmap(trainer.init)).lower(keys).compile()
     abstract = jax.eval_shape(jax.vmap(trainer.init), keys)
-    step = jax.jit(make_chunk(trainer, 1), donate_argnums=0).lower(abstract).compile()
+    step = jax.jit(make_chunk(trainer, 1), donate_argnums=0).lower(abstract, None).compile()
     compile_seconds = time.perf_counter() - t0
     state = init(keys)
-    state, _ = jax.block_until_ready(step(state))  # warm-up
+    state, _ = jax.block_until_ready(step(state, None))  # warm-up
     t0 = time.perf_counter()
     for _ in range(updates):
-        state, metrics = step(state)
+        state, metrics = step(state, None)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - t0
     return {

@@ -108,7 +108,11 @@ def _train(args) -> int:
             f"final return {s['final_return_mean']:.2f} +- {s['final_return_std']:.2f} "
             f"over {s['num_seeds']} seed(s) x {s['eval_episodes']} episodes; "
             f"compile {s['compile_seconds']:.1f} s, train {s['train_seconds']:.1f} s, "
-            f"{s['env_steps_per_second']:,.0f} env steps/s"
+            + (
+                f"{s['env_steps_per_second']:,.0f} env steps/s"
+                if "env_steps_per_second" in s
+                else f"{s['samples_per_second']:,.0f} samples/s"
+            )
         )
         from seqrl.plotting import sparkline
 

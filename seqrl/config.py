@@ -21,7 +21,7 @@ import yaml
 from seqrl.errors import ConfigError, UserError
 
 # agent name -> module exposing `Config` (a frozen dataclass) and `make_trainer(config)`
-AGENTS = {"ppo": "seqrl.agents.ppo"}
+AGENTS = {"ppo": "seqrl.agents.ppo", "dt": "seqrl.agents.dt"}
 
 
 def option(

@@ -20,6 +20,7 @@ def episode_returns(
     key: jax.Array,
     max_steps: int,
     episodes_per_trial: int | None = None,
+    policy_takes_reward: bool = False,
 ) -> dict[str, jax.Array]:
     """Returns of the first episode of each of ``venv``'s copies (jittable).
 
@@ -27,6 +28,8 @@ def episode_returns(
     Gives ``{"returns": [num_envs]}``; copies still running after ``max_steps`` steps report NaN.
     For in-context envs (an episode is a trial of ``episodes_per_trial`` inner episodes) it adds
     ``"episode_returns": [num_envs, episodes_per_trial]``, the return per episode index.
+    ``policy_takes_reward``: the policy also gets the reward of the previous step,
+    ``policy_step(carry, obs, first, key, reward)`` (return-conditioned agents need it).
     """
     k = episodes_per_trial or 1
     key, reset_key = jax.random.split(key)
@@ -38,8 +41,11 @@ def episode_returns(
 
     def body(c):
         key, act_key, step_key = jax.random.split(c["key"], 3)
-        carry, action = policy_step(c["carry"], c["obs"], c["first"], act_key)
-        obs, env_state, _, _, _, info = venv.step(step_key, c["env_state"], action, env_params)
+        if policy_takes_reward:
+            carry, action = policy_step(c["carry"], c["obs"], c["first"], act_key, c["reward"])
+        else:
+            carry, action = policy_step(c["carry"], c["obs"], c["first"], act_key)
+        obs, env_state, reward, _, _, info = venv.step(step_key, c["env_state"], action, env_params)
         newly = jnp.logical_and(info["episode_done"], ~c["finished"])
         per_episode = c["per_episode"]
         if episodes_per_trial:
@@ -55,6 +61,7 @@ def episode_returns(
             "env_state": env_state,
             "finished": jnp.logical_or(c["finished"], info["episode_done"]),
             "returns": jnp.where(newly, info["episode_return"], c["returns"]),
+            "reward": reward.astype(jnp.float32),
             "t": c["t"] + 1,
         }
 
@@ -66,6 +73,7 @@ def episode_returns(
         "env_state": env_state,
         "finished": jnp.zeros(n, jnp.bool_),
         "returns": jnp.full(n, jnp.nan, jnp.float32),
+        "reward": jnp.zeros(n, jnp.float32),
         "per_episode": jnp.full((n, k), jnp.nan, jnp.float32),
         "t": jnp.zeros((), jnp.int32),
     }

@@ -55,9 +55,9 @@ class TensorBoardSink:
 
     def write(self, rows: list[dict]) -> None:
         for row in rows:
-            step = row["env_steps"]
+            step = row.get("env_steps", row["update"])
             for key, value in row.items():
-                if key in ("update", "env_steps") or not isinstance(value, int | float):
+                if key in ("update", "env_steps", "samples") or not isinstance(value, int | float):
                     continue
                 if isinstance(value, float) and not math.isfinite(value):
                     continue

@@ -41,10 +41,15 @@ class Trainer:
     """
 
     init: Callable[[jax.Array], Any]
-    update: Callable[[Any], tuple[Any, dict]]
+    update: Callable[..., tuple[Any, dict]]
     evaluate: Callable[[Any, jax.Array, int, bool], dict]
     num_updates: int
     steps_per_update: int
+    # what an update consumes: "env_steps" (online) or "samples" (offline, from `data`)
+    unit: str = "env_steps"
+    # device arrays every update reads (an offline dataset): passed to ``update(state, data)``
+    # as an argument of the compiled program, never baked into it or checkpointed
+    data: Any = None
     # the agent's own pieces (e.g. PPO's network, collect, advantages) for tests and notebooks
     parts: dict = dataclasses.field(default_factory=dict)
 
@@ -54,9 +59,16 @@ def train_fn(trainer: Trainer) -> Callable[[jax.Array], tuple[Any, dict]]:
 
     def train(key: jax.Array):
         state = trainer.init(key)
-        return jax.lax.scan(lambda s, _: trainer.update(s), state, None, trainer.num_updates)
+        step = _update_fn(trainer, trainer.data)
+        return jax.lax.scan(lambda s, _: step(s), state, None, trainer.num_updates)
 
     return train
+
+
+def _update_fn(trainer: Trainer, data: Any) -> Callable[[Any], tuple[Any, dict]]:
+    if trainer.data is None:
+        return trainer.update
+    return lambda state: trainer.update(state, data)
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -66,12 +78,14 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
 
 
 def make_chunk(trainer: Trainer, num_updates: int):
-    """``chunk(states[S]) -> (states, metrics[S, num_updates])``: ``num_updates`` updates per
-    seed in one ``lax.scan`` (no per-update branching: a ``lax.cond`` here costs ~50%)."""
+    """``chunk(states[S], data) -> (states, metrics[S, num_updates])``: ``num_updates`` updates
+    per seed in one ``lax.scan`` (no per-update branching: a ``lax.cond`` here costs ~50%).
+    ``data`` is the trainer's dataset (None for online agents), shared by all seeds."""
 
-    def chunk(states):
+    def chunk(states, data):
         def per_seed(state):
-            return jax.lax.scan(lambda s, _: trainer.update(s), state, None, num_updates)
+            step = _update_fn(trainer, data)
+            return jax.lax.scan(lambda s, _: step(s), state, None, num_updates)
 
         return jax.vmap(per_seed)(states)
 
@@ -140,17 +154,23 @@ def _timed_compile(fn, *args, **jit_kwargs):
     return compiled, time.perf_counter() - start
 
 
-def _rows(metrics: dict, first_update: int, n: int, steps_per_update: int, t0: float, t1: float):
+def _rows(
+    metrics: dict, first_update: int, n: int, trainer: Trainer, t0: float, t1: float
+) -> list[dict]:
     """One row per update: mean over seeds of each metric, and the per-seed returns."""
     host = jax.tree.map(np.asarray, metrics)
     rows = []
+    seeds = next(iter(host.values())).shape[0]
     for i in range(n):
         update = first_update + i + 1
-        returns = [float(r) for r in host["episode_return"][:, i]]
+        if "episode_return" in host:
+            returns = [float(r) for r in host["episode_return"][:, i]]
+        else:  # offline agents see no episodes while they learn
+            returns = [math.nan] * seeds
         finite = [r for r in returns if math.isfinite(r)]
         row = {
             "update": update,
-            "env_steps": update * steps_per_update,
+            trainer.unit: update * trainer.steps_per_update,
             # seconds since the run started (compile and host work included), interpolated
             # between the start and end of the chunk
             "wall_seconds": t0 + (t1 - t0) * (i + 1) / n,
@@ -210,7 +230,7 @@ def run(
         nonlocal compile_seconds
         if size not in chunks:
             chunks[size], seconds = _timed_compile(
-                make_chunk(trainer, size), abstract, donate_argnums=0
+                make_chunk(trainer, size), abstract, trainer.data, donate_argnums=0
             )
             compile_seconds += seconds
         return chunks[size]
@@ -262,7 +282,7 @@ def run(
             first_update, n = starts[c], sizes[c]
             program = chunk_program(n)
             t0 = time.perf_counter()
-            states, metrics = program(states)
+            states, metrics = program(states, trainer.data)
             metrics = jax.block_until_ready(metrics)
             t1 = time.perf_counter()
             dt = t1 - t0
@@ -270,7 +290,7 @@ def run(
                 metrics,
                 first_update,
                 n,
-                trainer.steps_per_update,
+                trainer,
                 wall_offset + t0 - t_start,
                 wall_offset + t1 - t_start,
             )
@@ -314,11 +334,13 @@ def run(
     summary = {
         "agent": config.agent,
         "env": config.env,
-        "total_env_steps": total_steps,
+        f"total_{trainer.unit}": total_steps,
         "total_updates": trainer.num_updates,
         "compile_seconds": round(compile_seconds, 3),
         "train_seconds": round(train_seconds, 3),
-        "env_steps_per_second": round(total_steps * config.num_seeds / max(train_seconds, 1e-9), 1),
+        f"{trainer.unit}_per_second": round(
+            total_steps * config.num_seeds / max(train_seconds, 1e-9), 1
+        ),
         "final_return_mean": float(np.nanmean(returns)),
         "final_return_std": float(np.nanstd(returns)),
         "final_return_per_seed": [float(r) for r in np.nanmean(returns, axis=1)],

@@ -1,0 +1,111 @@
+"""Decision Transformer: causality, the window sampler at episode starts and ends, training and
+on-device evaluation through the loop."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqrl import config as cfg
+from seqrl.agents import dt
+
+TINY = {
+    "agent": "dt",
+    "env": "gymnax/CartPole-v1",
+    "dataset": "unused-in-these-tests",
+    "total_updates": 40,
+    "num_envs": 4,
+    "dt": {
+        "context": 5,
+        "embed_dim": 16,
+        "num_layers": 2,
+        "num_heads": 2,
+        "batch_size": 8,
+        "warmup_steps": 10,
+        "return_scale": 100.0,
+    },
+    "loop": {"num_chunks": 2, "eval_episodes": 4},
+}
+
+
+def _trajectories(n=6, max_len=12, obs_dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, max_len + 1, n).astype(np.int32)
+    valid = np.arange(max_len)[None, :] < lengths[:, None]
+    obs = rng.normal(size=(n, max_len, obs_dim)).astype(np.float32) * valid[..., None]
+    actions = (rng.integers(0, 2, (n, max_len)) * valid).astype(np.int32)
+    rewards = valid.astype(np.float32)
+    return types.SimpleNamespace(obs=obs, actions=actions, rewards=rewards, lengths=lengths)
+
+
+def test_returns_to_go_by_hand():
+    rewards = jnp.array([[1.0, 2.0, 3.0, 9.0]])
+    np.testing.assert_allclose(dt.returns_to_go(rewards, jnp.array([3])), [[6, 5, 3, 0]])
+
+
+def test_window_at_episode_start_middle_and_end():
+    traj = _trajectories()
+    conf = cfg.load_config(TINY)
+    data, _, _ = dt.window_data(traj, conf)
+    n = 2
+    length = int(traj.lengths[n])
+    rtg = np.cumsum(traj.rewards[n, :length][::-1])[::-1] / 100.0
+    # from the first step: a full window when the episode is long enough
+    w = dt.sample_window(data, jnp.int32(n), jnp.int32(0), 5)
+    steps = min(5, length)
+    np.testing.assert_array_equal(w.mask, [0] * (5 - steps) + [1] * steps)
+    np.testing.assert_array_equal(w.timesteps[5 - steps :], np.arange(steps))
+    np.testing.assert_allclose(w.rtg[5 - steps :], rtg[:steps], rtol=1e-6)
+    # two steps before the end: two real steps, left-padded with zeros
+    w = dt.sample_window(data, jnp.int32(n), jnp.int32(length - 2), 5)
+    np.testing.assert_array_equal(w.mask, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(w.timesteps, [0, 0, 0, length - 2, length - 1])
+    np.testing.assert_array_equal(w.actions[3:], traj.actions[n, length - 2 : length])
+    assert float(jnp.abs(w.obs[:3]).max()) == 0.0 and float(jnp.abs(w.rtg[:3]).max()) == 0.0
+    # sampled batches: real steps are contiguous at the right end, consecutive in time, and
+    # never past the longest episode
+    batch = dt.sample_batch(jax.random.key(0), data, 256, 5)
+    mask, t = np.asarray(batch.mask), np.asarray(batch.timesteps)
+    assert np.all(np.diff(mask, axis=1) >= 0) and np.all(mask[:, -1] == 1)
+    assert np.all((np.diff(t, axis=1) == 1) | (mask[:, :-1] == 0))
+    assert t.max() < traj.lengths.max()
+
+
+def test_output_at_step_t_ignores_inputs_after_t():
+    conf = cfg.load_config(TINY)
+    model = dt.make_model(conf, __import__("seqrl").envs.Discrete(2))
+    k = 5
+    key = jax.random.key(1)
+    rtg = jax.random.normal(key, (1, k))
+    obs = jax.random.normal(jax.random.fold_in(key, 1), (1, k, 4))
+    actions = jnp.array([[0, 1, 1, 0, 1]])
+    t = jnp.arange(k)[None]
+    mask = jnp.ones((1, k))
+    params = model.init(key, rtg, obs, actions, t, mask)
+    base = model.apply(params, rtg, obs, actions, t, mask).logits
+    for step in range(k - 1):
+        # change everything after step (and the action AT step, which it must not see)
+        later = jnp.arange(k) > step
+        rtg2 = jnp.where(later, rtg + 3.0, rtg)
+        obs2 = jnp.where(later[None, :, None], obs - 2.0, obs)
+        actions2 = actions.at[0, step:].set(1 - actions[0, step:])
+        out = model.apply(params, rtg2, obs2, actions2, t, mask).logits
+        np.testing.assert_allclose(out[0, : step + 1], base[0, : step + 1], atol=1e-5)
+        assert not np.allclose(out[0, step + 1 :], base[0, step + 1 :])
+
+
+@pytest.mark.parametrize("head", ["categorical", "fourier"])
+def test_train_fits_the_data_and_evaluates_on_device(head):
+    conf = cfg.load_config(TINY, {"dt.head": head})
+    trainer = dt.make_trainer(conf, _trajectories())
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    update = jax.jit(trainer.update)
+    first = None
+    for _ in range(30):
+        state, metrics = update(state, trainer.data)
+        first = float(metrics["loss"]) if first is None else first
+    assert float(metrics["loss"]) < first  # it fits the data
+    returns = jax.jit(lambda s, k: trainer.evaluate(s, k, 6, True))(state, jax.random.key(0))
+    assert returns["returns"].shape == (6,) and bool(jnp.all(returns["returns"] >= 1))
