@@ -104,9 +104,23 @@ class Policy:
         """Returns of ``episodes`` fresh episodes per trained seed: ``[num_seeds, episodes]``."""
         return self.evaluate_all(episodes, seed, deterministic)["returns"]
 
-    def evaluate_all(self, episodes: int = 16, seed: int = 0, deterministic: bool = True) -> dict:
+    def evaluate_all(
+        self,
+        episodes: int = 16,
+        seed: int = 0,
+        deterministic: bool = True,
+        target_return: float | None = None,
+    ) -> dict:
         """Everything the agent's evaluation reports, as numpy arrays with a leading seed axis
-        (``returns``; for in-context envs also ``episode_returns[seeds, episodes, index]``)."""
+        (``returns``; for in-context envs also ``episode_returns[seeds, episodes, index]``).
+        ``target_return`` conditions return-conditioned agents (the Decision Transformer)."""
+        extra = {}
+        if target_return is not None:
+            if self.config.agent != "dt":
+                raise UserError(
+                    f"--target-return applies to return-conditioned agents, not {self.config.agent}"
+                )
+            extra["target_return"] = float(target_return)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, seed))(seed_keys(7919, self.num_seeds))
         fn = jax.jit(jax.vmap(lambda s, k: self.trainer.evaluate(s, k, episodes, deterministic)))
         return jax.tree.map(np.asarray, fn(self.state, keys))

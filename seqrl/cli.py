@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=32, help="episodes per seed")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed")
     p.add_argument("--stochastic", action="store_true", help="sample actions (default: mode)")
+    p.add_argument(
+        "--target-return",
+        type=float,
+        metavar="R",
+        help="return-to-go to condition on (Decision Transformer; default: the config's)",
+    )
 
     p = sub.add_parser(
         "plot",
@@ -134,13 +140,19 @@ def _eval(args) -> int:
     from seqrl.loop import write_json_atomic
 
     policy = api.load(args.run_dir)
-    evaluation = policy.evaluate_all(args.episodes, args.seed, deterministic=not args.stochastic)
+    evaluation = policy.evaluate_all(
+        args.episodes,
+        args.seed,
+        deterministic=not args.stochastic,
+        target_return=args.target_return,
+    )
     returns = evaluation["returns"]
     result = {
         "run_dir": str(args.run_dir),
         "update": policy.step,
         "episodes_per_seed": args.episodes,
         "deterministic": not args.stochastic,
+        "target_return": args.target_return,
         "return_mean": float(np.nanmean(returns)),
         "return_std": float(np.nanstd(returns)),
         "return_per_seed": [float(r) for r in np.nanmean(returns, axis=1)],
