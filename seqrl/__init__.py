@@ -25,4 +25,18 @@ def load(run_dir, step=None):
     return _load(run_dir, step)
 
 
-__all__ = ["ConfigError", "UserError", "load", "train"]
+def collect(run_dir, episodes, output, **kwargs):
+    """See :func:`seqrl.collect.collect`."""
+    from seqrl.collect import collect as _collect
+
+    return _collect(run_dir, episodes, output, **kwargs)
+
+
+def load_dataset(path):
+    """See :func:`seqrl.data.load_dataset`."""
+    from seqrl.data import load_dataset as _load_dataset
+
+    return _load_dataset(path)
+
+
+__all__ = ["ConfigError", "UserError", "collect", "load", "load_dataset", "train"]

@@ -1,4 +1,4 @@
-"""The ``seqrl`` command: train | eval | plot | envs.
+"""The ``seqrl`` command: train | eval | collect | plot | envs.
 
 Exit codes: 0 success, 2 user error (one line on stderr), 1 anything else.
 """
@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -74,6 +84,56 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="R",
         help="return-to-go to condition on (Decision Transformer; default: the config's)",
+    )
+
+    p = sub.add_parser(
+        "collect",
+        help="roll out a trained run into an offline dataset (Minari format)",
+        description="Roll out a trained online run (seed 0) in parallel envs on device and write "
+        "a Minari dataset (HDF5). expert = the latest checkpoint; medium = the earlier "
+        "checkpoint whose return is closest to halfway between a random policy and the latest; "
+        "mixed = 70% medium + 30% expert episodes. Load it with seqrl.data.load_dataset(DATASET) "
+        "or with minari: MINARI_DATASETS_PATH=<parent of DATASET> and "
+        "minari.load_dataset('<name of DATASET>').",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--episodes", type=_positive_int, required=True, help="episodes to record")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="DATASET",
+        help="dataset directory to create, named like a Minari id NAME-vVERSION "
+        "(e.g. datasets/cartpole-expert-v0); must not exist or be empty",
+    )
+    p.add_argument(
+        "--quality", choices=["expert", "medium", "mixed"], default="expert", help="which policy"
+    )
+    p.add_argument(
+        "--noise",
+        type=_nonnegative_float,
+        default=0.0,
+        metavar="EPS",
+        help="discrete: probability of a random action; continuous: std of Gaussian noise "
+        "(actions are clipped to the space)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=int,
+        metavar="STEP",
+        help="use this checkpoint (an update number in RUN_DIR/checkpoints) instead of the "
+        "automatic choice: the latest for expert, the medium one for medium and mixed",
+    )
+    p.add_argument("--seed", type=int, default=0, help="collection seed")
+    p.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        metavar="N",
+        help="cap on steps per episode (default: the env's time limit)",
+    )
+    p.add_argument(
+        "--deterministic", action="store_true", help="act with the policy's mode (default: sample)"
     )
 
     p = sub.add_parser(
@@ -165,6 +225,23 @@ def _eval(args) -> int:
     return 0
 
 
+def _collect(args) -> int:
+    from seqrl.collect import collect
+
+    collect(
+        args.run_dir,
+        args.episodes,
+        args.output,
+        quality=args.quality,
+        noise=args.noise,
+        checkpoint=args.checkpoint,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        deterministic=args.deterministic,
+    )
+    return 0
+
+
 def _plot(args) -> int:
     from seqrl.plotting import plot_runs
 
@@ -190,7 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        handler = {"train": _train, "eval": _eval, "plot": _plot, "envs": _envs}[args.command]
+        handler = {
+            "train": _train,
+            "eval": _eval,
+            "collect": _collect,
+            "plot": _plot,
+            "envs": _envs,
+        }[args.command]
         return handler(args)
     except UserError as e:
         print(f"seqrl: error: {e}", file=sys.stderr)

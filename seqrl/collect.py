@@ -1,0 +1,408 @@
+"""Offline datasets from a trained online agent: ``seqrl collect RUN_DIR -o DATASET``.
+
+Qualities (Meta-DT's protocol, REFERENCE.md section 6):
+
+- ``expert``: the run's latest checkpoint;
+- ``medium``: an earlier checkpoint of the same run, the one whose deterministic evaluation
+  return is closest to halfway between a uniformly random policy and the latest checkpoint (for
+  tasks whose random return is about 0, such as CartPole, half of the latest's return; the
+  random end keeps the rule meaningful for negative rewards, e.g. Pendulum);
+- ``mixed``: 70% of the episodes from the medium checkpoint and 30% from the expert one.
+
+Every part is ONE jitted program: ``num_envs`` envs step in parallel inside a ``while_loop``
+until each has finished its first episode, writing each step into fixed ``[num_envs, max_len]``
+buffers. The run's first seed (index 0) acts; observations are recorded raw (before the
+policy's observation normalization), actions as the env received them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqrl.data import DatasetMeta, Trajectories, check_output_path, save_dataset
+from seqrl.envs.core import NormalizeObservation
+from seqrl.envs.spaces import Discrete
+from seqrl.errors import UserError
+from seqrl.evaluate import episode_returns
+
+QUALITIES = ("expert", "medium", "mixed")
+MIXED_MEDIUM_FRACTION = 0.7
+SELECTION_EPISODES = 16  # deterministic episodes per checkpoint when choosing the medium one
+
+
+@dataclasses.dataclass
+class CollectResult:
+    path: Path
+    trajectories: Trajectories  # on device, padded to the longest episode
+    meta: DatasetMeta
+
+
+# ---------------------------------------------------------------------------------------------
+# The on-device rollout
+# ---------------------------------------------------------------------------------------------
+
+
+def time_limit(params: Any) -> int | None:
+    """The episode length cap in env params (``max_steps_in_episode``; in-context envs: episodes
+    per trial times the inner cap), or None."""
+    limit = getattr(params, "max_steps_in_episode", None)
+    if limit is not None:
+        return int(np.max(np.asarray(limit)))
+    inner, per_trial = getattr(params, "env_params", None), getattr(params, "episodes_per_trial", 0)
+    if inner is not None and per_trial:
+        inner_limit = time_limit(inner)
+        return None if inner_limit is None else int(per_trial) * inner_limit
+    return None
+
+
+def _rows(mask: jax.Array, x: jax.Array) -> jax.Array:
+    """``mask[B]`` broadcast against ``x[B, ...]``."""
+    return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+
+
+def rollout(
+    trainer: Any,
+    state: Any,
+    key: jax.Array,
+    num_envs: int,
+    max_len: int,
+    noise: float = 0.0,
+    deterministic: bool = False,
+) -> tuple[Trajectories, jax.Array]:
+    """First episode of each of ``num_envs`` envs under one seed's learner ``state`` (jittable).
+
+    Returns ``Trajectories`` of shape ``[num_envs, max_len]`` and the env's own episode returns
+    ``[num_envs]`` (``EpisodeStatistics``; NaN where ``max_len`` cut the episode, which is then
+    recorded as truncated at its last step). ``noise``: epsilon-random actions (discrete) or
+    Gaussian noise of that std (continuous; actions are then clipped to the space).
+    """
+    venv, params = trainer.parts["rollout_env"](state, num_envs)
+    normalize = lambda obs: obs
+    if isinstance(venv, NormalizeObservation):  # record raw observations, act on normalized ones
+        normalize, venv = venv.stats.normalize, venv.env
+    space = venv.action_space(params)
+    policy = trainer.parts["policy_step"](state, deterministic)
+
+    def perturb(action, key):
+        if isinstance(space, Discrete):
+            explore_key, pick_key = jax.random.split(key)
+            explore = jax.random.uniform(explore_key, action.shape) < noise
+            random = jax.random.randint(pick_key, action.shape, 0, space.n, action.dtype)
+            return jnp.where(explore, random, action).astype(jnp.int32)
+        action = action + noise * jax.random.normal(key, action.shape, action.dtype)
+        return jnp.clip(action, space.low, space.high).astype(jnp.float32)
+
+    key, reset_key = jax.random.split(key)
+    obs, env_state = venv.reset(reset_key, params)
+    n = num_envs
+
+    def buffer(x, dtype):
+        return jnp.zeros((n, max_len, *x.shape[1:]), dtype)
+
+    def cond(c):
+        return jnp.logical_and(~jnp.all(c["finished"]), c["t"] < max_len)
+
+    def body(c):
+        key, act_key, noise_key, step_key = jax.random.split(c["key"], 4)
+        carry, action = policy(c["carry"], normalize(c["obs"]), c["first"], act_key)
+        action = perturb(action, noise_key)
+        obs, env_state, reward, terminated, truncated, info = venv.step(
+            step_key, c["env_state"], action, params
+        )
+        active, t = ~c["finished"], c["t"]
+        ended = jnp.logical_and(info["episode_done"], active)
+
+        def record(buf, x):
+            return buf.at[:, t].set(jnp.where(_rows(active, x), x, jnp.zeros_like(x)))
+
+        traj = c["traj"]
+        traj = traj.replace(
+            obs=record(traj.obs, c["obs"]),
+            actions=record(traj.actions, action.astype(traj.actions.dtype)),
+            rewards=record(traj.rewards, reward.astype(jnp.float32)),
+            terminated=record(traj.terminated, terminated),
+            truncated=record(traj.truncated, truncated),
+            lengths=jnp.where(ended, t + 1, traj.lengths),
+            final_obs=jnp.where(_rows(ended, obs), info["final_observation"], traj.final_obs),
+        )
+        return {
+            "key": key,
+            "carry": carry,
+            "obs": obs,
+            "first": info["episode_done"],
+            "env_state": env_state,
+            "finished": jnp.logical_or(c["finished"], info["episode_done"]),
+            "returns": jnp.where(ended, info["episode_return"], c["returns"]),
+            "traj": traj,
+            "t": t + 1,
+        }
+
+    action_dtype = jnp.int32 if isinstance(space, Discrete) else jnp.float32
+    sample_action = jnp.zeros((n, *space.shape), action_dtype)
+    init = {
+        "key": key,
+        "carry": trainer.parts["network"].initialize_carry(n),
+        "obs": obs,
+        "first": jnp.ones(n, jnp.bool_),
+        "env_state": env_state,
+        "finished": jnp.zeros(n, jnp.bool_),
+        "returns": jnp.full(n, jnp.nan, jnp.float32),
+        "traj": Trajectories(
+            obs=buffer(obs, jnp.float32),
+            actions=buffer(sample_action, action_dtype),
+            rewards=jnp.zeros((n, max_len), jnp.float32),
+            terminated=jnp.zeros((n, max_len), jnp.bool_),
+            truncated=jnp.zeros((n, max_len), jnp.bool_),
+            lengths=jnp.zeros(n, jnp.int32),
+            final_obs=jnp.zeros_like(obs, jnp.float32),
+        ),
+        "t": jnp.zeros((), jnp.int32),
+    }
+    final = jax.lax.while_loop(cond, body, init)
+    # episodes still running after max_len steps end there, truncated
+    cut, traj = ~final["finished"], final["traj"]
+    traj = traj.replace(
+        truncated=traj.truncated.at[:, max_len - 1].set(traj.truncated[:, max_len - 1] | cut),
+        lengths=jnp.where(cut, max_len, traj.lengths),
+        final_obs=jnp.where(_rows(cut, final["obs"]), final["obs"], traj.final_obs),
+    )
+    return traj, final["returns"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    """A run directory's config, trainer and kept checkpoints (restored one seed at a time)."""
+
+    run_dir: Path
+    config: Any
+    trainer: Any
+    steps: list[int]
+    checkpointer: Any
+    abstract: Any
+
+    def state(self, step: int, seed_index: int = 0) -> Any:
+        states, _ = self.checkpointer.restore(self.abstract, step)
+        return jax.tree.map(lambda x: x[seed_index], states)
+
+
+def open_run(run_dir: str | Path) -> Run:
+    from seqrl import config as cfg
+    from seqrl.api import resolve_config
+    from seqrl.checkpoint import Checkpointer
+    from seqrl.loop import seed_keys
+
+    run_dir = Path(run_dir)
+    conf = resolve_config(None, None, resume=run_dir)
+    trainer = cfg.agent_module(conf.agent).make_trainer(conf)
+    if not {"rollout_env", "policy_step", "network"} <= trainer.parts.keys():
+        raise UserError(
+            f"run {run_dir} was trained by {conf.agent!r}, which does not act in an env; "
+            "collect needs an online agent (ppo)"
+        )
+    if not (run_dir / "checkpoints").is_dir():
+        raise UserError(f"run {run_dir} has no checkpoints/ directory")
+    checkpointer = Checkpointer(run_dir / "checkpoints")
+    steps = [int(s) for s in checkpointer.steps()]
+    if not steps:
+        raise UserError(f"run {run_dir} has no checkpoint")
+    abstract = jax.eval_shape(jax.vmap(trainer.init), seed_keys(conf.seed, conf.num_seeds))
+    return Run(run_dir, conf, trainer, steps, checkpointer, abstract)
+
+
+def _stack(states: list[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def select_medium(run: Run, key: jax.Array, log: Callable[[str], None]) -> tuple[int, dict]:
+    """The kept checkpoint before the latest whose deterministic return is closest to halfway
+    between a uniformly random policy and the latest checkpoint; returns (step, the evidence)."""
+    if len(run.steps) < 2:
+        raise UserError(
+            f"run {run.run_dir} keeps one checkpoint (update {run.steps[0]}); medium needs an "
+            "earlier one: pass --checkpoint STEP, or train with loop.num_chunks > 1 and "
+            "loop.keep_checkpoints=0"
+        )
+    trainer, max_steps = run.trainer, run.config.loop.eval_max_steps
+
+    def returns(states, key):
+        per_checkpoint = jax.vmap(
+            lambda s: trainer.evaluate(s, key, SELECTION_EPISODES, True)["returns"]
+        )(states)
+        any_state = jax.tree.map(lambda x: x[0], states)
+        venv, params = trainer.parts["rollout_env"](any_state, SELECTION_EPISODES)
+        space = venv.action_space(params)
+
+        def random_policy(carry, obs, first, key):
+            return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
+
+        random = episode_returns(random_policy, (), venv, params, key, max_steps)["returns"]
+        return jnp.nanmean(per_checkpoint, axis=1), jnp.nanmean(random)
+
+    states = _stack([run.state(step) for step in run.steps])
+    per_checkpoint, random = jax.jit(returns)(states, key)
+    per_checkpoint, random = np.asarray(per_checkpoint), float(random)
+    latest = float(per_checkpoint[-1])
+    target = random + 0.5 * (latest - random)
+    candidates = per_checkpoint[:-1]
+    chosen = run.steps[int(np.argmin(np.abs(candidates - target)))]
+    log(
+        f"medium: checkpoint {chosen} (return {per_checkpoint[run.steps.index(chosen)]:.2f}; "
+        f"target {target:.2f}, halfway between random {random:.2f} and the latest, "
+        f"update {run.steps[-1]}, {latest:.2f})"
+    )
+    evidence = {
+        "rule": "closest to halfway between a random policy and the latest checkpoint",
+        "episodes": SELECTION_EPISODES,
+        "random_return": random,
+        "target_return": target,
+        "checkpoint_returns": {str(s): float(r) for s, r in zip(run.steps, per_checkpoint)},
+    }
+    return chosen, evidence
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+
+def collect(
+    run_dir: str | Path,
+    episodes: int,
+    output: str | Path,
+    *,
+    quality: str = "expert",
+    noise: float = 0.0,
+    checkpoint: int | None = None,
+    seed: int = 0,
+    max_steps: int | None = None,
+    deterministic: bool = False,
+    log: Callable[[str], None] = print,
+) -> CollectResult:
+    """Rolls out a trained run (seed index 0) for ``episodes`` episodes and writes a Minari
+    dataset at ``output`` (a directory named ``NAME-vVERSION``; see :mod:`seqrl.data`).
+
+    ``checkpoint`` replaces the automatic choice: the latest for ``expert``, the medium one for
+    ``medium`` and ``mixed``. ``max_steps`` caps episodes (needed when the env's params have no
+    ``max_steps_in_episode``). Actions are sampled from the policy unless ``deterministic``.
+    """
+    from seqrl.runtime import configure_jax
+
+    # CHECK everything a user can get wrong before anything compiles
+    if quality not in QUALITIES:
+        raise UserError(f"quality {quality!r} is not one of {', '.join(QUALITIES)}")
+    if episodes < 1:
+        raise UserError(f"episodes must be >= 1, got {episodes}")
+    if not (noise >= 0 and math.isfinite(noise)):
+        raise UserError(f"noise must be a finite number >= 0, got {noise}")
+    if max_steps is not None and max_steps < 1:
+        raise UserError(f"max_steps must be >= 1, got {max_steps}")
+    output = check_output_path(output)
+    configure_jax()
+    run = open_run(run_dir)
+    if checkpoint is not None and checkpoint not in run.steps:
+        kept = ", ".join(str(s) for s in run.steps)
+        raise UserError(f"run {run.run_dir} has no checkpoint {checkpoint}; kept: {kept}")
+    latest_state = run.state(run.steps[-1])
+    venv, params = run.trainer.parts["rollout_env"](latest_state, 1)
+    action_space = venv.action_space(params)
+    if isinstance(action_space, Discrete) and noise > 1:
+        raise UserError(f"noise is an epsilon for discrete actions: must be <= 1, got {noise}")
+    max_len = max_steps or time_limit(params)
+    if max_len is None:
+        raise UserError(f"env {run.config.env} has no time limit in its params: pass --max-steps N")
+
+    # CHOOSE the checkpoints: (role, step, episodes)
+    base_key = jax.random.PRNGKey(seed)
+    latest = run.steps[-1]
+    selection = None
+    if quality == "expert":
+        plan = [("expert", latest if checkpoint is None else checkpoint, episodes)]
+    else:
+        medium = checkpoint
+        if medium is None:
+            medium, selection = select_medium(run, jax.random.fold_in(base_key, 7), log)
+        if quality == "medium":
+            plan = [("medium", medium, episodes)]
+        else:
+            n_medium = round(MIXED_MEDIUM_FRACTION * episodes)
+            plan = [("medium", medium, n_medium), ("expert", latest, episodes - n_medium)]
+            plan = [part for part in plan if part[2] > 0]
+
+    # COLLECT: one compiled program serves every part (same batch size, state as an argument)
+    num_envs = max(count for _, _, count in plan)
+    program = jax.jit(
+        lambda state, key: rollout(run.trainer, state, key, num_envs, max_len, noise, deterministic)
+    )
+    parts, episode_metadata = [], []
+    for i, (role, step, count) in enumerate(plan):
+        state = latest_state if step == latest else run.state(step)
+        traj, _ = program(state, jax.random.fold_in(base_key, i))
+        parts.append(jax.tree.map(lambda x, c=count: np.asarray(x[:c]), traj))
+        episode_metadata += [{"checkpoint": step, "policy": role}] * count
+    host = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    longest = int(host.lengths.max())
+    host = host.replace(
+        **{
+            k: getattr(host, k)[:, :longest]
+            for k in ("obs", "actions", "rewards", "terminated", "truncated")
+        }
+    )
+    trajectories = jax.tree.map(jnp.asarray, host)
+
+    # WRITE
+    stats = trajectories.return_stats()
+    info = {
+        "algorithm": f"seqrl collect ({run.config.agent})",
+        "run_dir": str(run.run_dir.absolute()),
+        "agent": run.config.agent,
+        "env_kwargs": dict(run.config.env_kwargs),
+        "quality": quality,
+        "checkpoints": {role: step for role, step, _ in plan},
+        "episodes_per_checkpoint": {role: count for role, _, count in plan},
+        "noise": noise,
+        "deterministic": deterministic,
+        "seed": seed,
+        "max_steps": max_len,
+        "num_episodes": episodes,
+        "num_steps": trajectories.num_steps,
+        **stats,
+    }
+    if quality == "mixed":
+        info["mixture"] = (
+            f"{MIXED_MEDIUM_FRACTION:.0%} medium + {1 - MIXED_MEDIUM_FRACTION:.0%} expert"
+        )
+    if selection is not None:
+        info["medium_selection"] = selection
+    meta = DatasetMeta(
+        env=run.config.env,
+        observation_space=venv.observation_space(params),
+        action_space=action_space,
+        info=info,
+    )
+    checkpoints = ", ".join(f"{role} {step}" for role, step, _ in plan)
+    description = f"{quality} data for {run.config.env} from {run.run_dir} ({checkpoints})"
+    path = save_dataset(
+        output, trajectories, meta, episode_metadata=episode_metadata, description=description
+    )
+    log(
+        f"collected {episodes} episodes, {trajectories.num_steps} steps, return "
+        f"{stats['return_mean']:.2f} +- {stats['return_std']:.2f} ({quality}: {checkpoints})"
+    )
+    log(f"dataset: {path}")
+    return CollectResult(path, trajectories, meta)
+
+
+__all__ = ["CollectResult", "collect", "open_run", "rollout", "select_medium", "time_limit"]

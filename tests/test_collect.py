@@ -1,0 +1,181 @@
+"""`seqrl collect`: a tiny trained PPO run rolled out on device into Minari datasets of expert,
+medium and mixed quality; the episodes match the env's own accounting; bad inputs exit 2."""
+
+import json
+from pathlib import Path
+
+import h5py
+import jax
+import numpy as np
+import pytest
+
+from seqrl import config as cfg
+from seqrl.cli import main
+from seqrl.collect import collect, open_run, rollout
+from seqrl.data import load_dataset
+from seqrl.loop import run
+
+CARTPOLE = "configs/ppo/cartpole.yaml"
+# 4 envs x 32 steps, 16 updates in 4 chunks: checkpoints at updates 4, 8, 12 and 16
+TINY = [
+    "total_timesteps=2048",
+    "ppo.num_steps=32",
+    "loop.num_chunks=4",
+    "loop.eval_episodes=2",
+    "loop.tensorboard=false",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("collect") / "run"
+    run(cfg.load_config(CARTPOLE, TINY), run_dir=path, progress=False, log=lambda _: None)
+    return path
+
+
+def _episode_checkpoints(path: Path) -> list[int]:
+    with h5py.File(path / "data" / "main_data.hdf5", "r") as f:
+        return [int(f[f"episode_{i}"].attrs["checkpoint"]) for i in range(len(f))]
+
+
+def test_rollout_matches_the_envs_own_returns_and_lengths(run_dir):
+    r = open_run(run_dir)
+    assert r.steps == [4, 8, 12, 16]
+    fn = jax.jit(lambda s, k: rollout(r.trainer, s, k, 8, 500))
+    traj, env_returns = jax.tree.map(np.asarray, fn(r.state(16), jax.random.PRNGKey(3)))
+    n, lengths = 8, traj.lengths
+    assert traj.obs.shape == (n, 500, 4) and traj.actions.shape == (n, 500)
+    np.testing.assert_array_equal(traj.returns, env_returns)  # EpisodeStatistics agrees
+    np.testing.assert_array_equal(traj.returns, lengths)  # CartPole pays 1 per step
+    mask = np.arange(500)[None] < lengths[:, None]
+    ends = np.arange(500)[None] == lengths[:, None] - 1
+    np.testing.assert_array_equal(traj.terminated | traj.truncated, ends)
+    assert not traj.obs[~mask].any() and not traj.actions[~mask].any()
+    assert not traj.rewards[~mask].any()
+    assert set(np.unique(traj.actions[mask])) <= {0, 1}
+    # the final observation is where the pole fell: outside the observation of any earlier step
+    assert not np.array_equal(traj.final_obs, traj.obs[np.arange(n), lengths - 1])
+
+    # epsilon = 1: every action uniformly random, whatever the (deterministic) policy says
+    noisy = jax.jit(lambda s, k: rollout(r.trainer, s, k, 8, 500, 1.0, deterministic=True))
+    traj, _ = jax.tree.map(np.asarray, noisy(r.state(16), jax.random.PRNGKey(3)))
+    actions = traj.actions[np.arange(500)[None] < traj.lengths[:, None]]
+    assert len(actions) > 60 and 0.3 < actions.mean() < 0.7
+
+
+def test_expert_dataset_round_trips_through_minari(run_dir, tmp_path, monkeypatch, capsys):
+    import minari
+
+    out = tmp_path / "datasets" / "cartpole-expert-v0"
+    result = collect(run_dir, 7, out, seed=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("collected 7 episodes, ") and "(expert: expert 16)" in lines[-2]
+    assert lines[-1] == f"dataset: {out}"
+
+    traj, meta = result.trajectories, result.meta
+    assert traj.num_episodes == 7 and traj.max_length == int(traj.lengths.max())
+    info = meta.info
+    assert info["quality"] == "expert" and info["checkpoints"] == {"expert": 16}
+    assert info["run_dir"] == str(Path(run_dir).absolute()) and info["noise"] == 0.0
+    returns = np.asarray(traj.returns)
+    assert info["return_mean"] == pytest.approx(returns.mean())
+    assert info["return_max"] == returns.max() and info["num_steps"] == returns.sum()
+    assert _episode_checkpoints(out) == [16] * 7
+
+    loaded, loaded_meta = load_dataset(out)
+    for field in traj.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(loaded, field), getattr(traj, field), field)
+    assert loaded_meta == meta and loaded_meta.info == {
+        **json.loads(json.dumps(info)),
+        "dataset_id": "cartpole-expert-v0",
+    }
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(out.parent))
+    dataset = minari.load_dataset("cartpole-expert-v0")
+    assert dataset.total_episodes == 7 and dataset.total_steps == int(returns.sum())
+    stored = minari.list_local_datasets()["cartpole-expert-v0"]
+    assert stored["seqrl"]["info"]["quality"] == "expert"
+
+
+def test_medium_and_mixed_choose_checkpoints(run_dir, tmp_path, capsys):
+    mixed = collect(run_dir, 10, tmp_path / "mixed-v0", quality="mixed").meta.info
+    evidence = mixed["medium_selection"]
+    earlier = {int(s): r for s, r in evidence["checkpoint_returns"].items() if int(s) != 16}
+    closest = min(earlier, key=lambda s: abs(earlier[s] - evidence["target_return"]))
+    target = evidence["random_return"] + 0.5 * (
+        evidence["checkpoint_returns"]["16"] - evidence["random_return"]
+    )
+    assert evidence["target_return"] == pytest.approx(target)
+    assert mixed["checkpoints"] == {"medium": closest, "expert": 16}
+    assert mixed["episodes_per_checkpoint"] == {"medium": 7, "expert": 3}
+    assert mixed["mixture"] == "70% medium + 30% expert"
+    assert _episode_checkpoints(tmp_path / "mixed-v0") == [closest] * 7 + [16] * 3
+    assert f"medium: checkpoint {closest} " in capsys.readouterr().out
+
+    # an explicit checkpoint replaces the choice; noise is recorded
+    medium = collect(
+        run_dir, 7, tmp_path / "medium-v0", quality="medium", checkpoint=8, noise=0.5
+    ).meta.info
+    assert medium["checkpoints"] == {"medium": 8} and "medium_selection" not in medium
+    assert medium["noise"] == 0.5
+    assert _episode_checkpoints(tmp_path / "medium-v0") == [8] * 7
+
+
+def test_cli_collect(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["collect", "--help"])
+    assert info.value.code == 0
+    out = tmp_path / "cli-v0"
+    argv = ["collect", str(run_dir), "--episodes", "7", "-o", str(out), "--checkpoint", "12"]
+    assert main(argv) == 0
+    assert f"dataset: {out}" in capsys.readouterr().out
+    assert _episode_checkpoints(out) == [12] * 7
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--episodes", "0"], "argument --episodes: expected a positive integer, got '0'"),
+        (["--noise", "-1"], "argument --noise: expected a finite number >= 0, got '-1'"),
+        (["--noise", "1.5"], "noise is an epsilon for discrete actions: must be <= 1"),
+        (["--checkpoint", "5"], "has no checkpoint 5; kept: 4, 8, 12, 16"),
+        (["--quality", "great"], "argument --quality: invalid choice: 'great'"),
+        (["-o", "{tmp}/full-v0"], "already exists and is not an empty directory"),
+        (["-o", "{tmp}/file/d-v0"], "cannot write the dataset into"),
+        (["-o", "{tmp}/expert"], "must be a Minari dataset id NAME-vVERSION"),
+        (["{tmp}/no-run"], "no-run is not a run directory"),
+    ],
+)
+def test_cli_collect_errors_are_one_line_exit_2(run_dir, tmp_path, capsys, argv, message):
+    (tmp_path / "full-v0").mkdir()
+    (tmp_path / "full-v0" / "x").write_text("")
+    (tmp_path / "file").write_text("")
+    defaults = {"RUN_DIR": str(run_dir), "--episodes": "3", "-o": str(tmp_path / "ok-v0")}
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if len(argv) == 1:  # a different RUN_DIR
+        defaults["RUN_DIR"] = argv.pop()
+    options = dict(zip(argv[::2], argv[1::2]))
+    full = ["collect", defaults.pop("RUN_DIR")]
+    for key, value in {**defaults, **options}.items():
+        full += [key, value]
+    assert main(full) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("seqrl: error: "), err
+    assert message in err, err
+    assert not (tmp_path / "ok-v0").exists()
+
+
+def test_continuous_noise_is_clipped_and_long_episodes_are_cut():
+    """An untrained Pendulum policy with large Gaussian noise: actions stay in [-2, 2]; the
+    50-step cap (below the env's 200) ends every episode truncated at its last step."""
+    config = cfg.load_config(CARTPOLE, ["env=gymnax/Pendulum-v1", *TINY])
+    trainer = cfg.agent_module("ppo").make_trainer(config)
+    state = trainer.init(jax.random.PRNGKey(0))
+    fn = jax.jit(lambda s, k: rollout(trainer, s, k, 4, 50, noise=5.0))
+    traj, env_returns = jax.tree.map(np.asarray, fn(state, jax.random.PRNGKey(1)))
+    assert traj.actions.shape == (4, 50, 1) and traj.actions.dtype == np.float32
+    assert np.abs(traj.actions).max() == 2.0 and (np.abs(traj.actions) == 2.0).mean() > 0.3
+    np.testing.assert_array_equal(traj.lengths, 50)
+    assert traj.truncated[:, -1].all() and not traj.truncated[:, :-1].any()
+    assert np.isnan(env_returns).all()  # the env itself never saw these episodes end
+    assert np.isfinite(traj.final_obs).all() and traj.final_obs.any()
