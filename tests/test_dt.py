@@ -109,3 +109,41 @@ def test_train_fits_the_data_and_evaluates_on_device(head):
     assert float(metrics["loss"]) < first  # it fits the data
     returns = jax.jit(lambda s, k: trainer.evaluate(s, k, 6, True))(state, jax.random.key(0))
     assert returns["returns"].shape == (6,) and bool(jnp.all(returns["returns"] >= 1))
+
+
+def test_ppo_collect_dt_end_to_end(tmp_path):
+    """A tiny pipeline: PPO run -> `seqrl collect` -> DT trained on the dataset -> evaluated at a
+    target return, all through the public API; the DT's dataset checks are enforced."""
+    import seqrl
+    from seqrl.errors import ConfigError
+
+    quiet = {"progress": False}
+    ppo_run = seqrl.train(
+        "configs/ppo/cartpole.yaml",
+        run_dir=tmp_path / "ppo",
+        overrides=[
+            "total_timesteps=4096",
+            "ppo.num_steps=64",
+            "loop.num_chunks=2",
+            "loop.eval_episodes=2",
+        ],
+        **quiet,
+    )
+    dataset = tmp_path / "data" / "cartpole-expert-v0"
+    seqrl.collect(ppo_run.run_dir, 12, dataset, log=lambda _: None)
+    result = seqrl.train(
+        TINY,
+        run_dir=tmp_path / "dt",
+        overrides={"dataset": str(dataset), "loop.eval_episodes": 4},
+        **quiet,
+    )
+    s = result.summary
+    assert s["agent"] == "dt" and s["total_samples"] == 40 * 8 and s["samples_per_second"] > 0
+    assert 1 <= s["final_return_mean"] <= 500
+    policy = seqrl.load(result.run_dir)
+    low = policy.evaluate_all(4, target_return=1.0)["returns"]
+    assert low.shape == (1, 4)
+    with pytest.raises(ConfigError, match="do not fit"):
+        dt.make_trainer(
+            cfg.load_config(TINY, {"env": "gymnax/Acrobot-v1", "dataset": str(dataset)})
+        )
