@@ -26,8 +26,8 @@ def load(run_dir, step=None):
 
 
 def collect(run_dir, episodes, output, **kwargs):
-    """See :func:`seqrl.collect.collect`."""
-    from seqrl.collect import collect as _collect
+    """See :func:`seqrl.collection.collect`."""
+    from seqrl.collection import collect as _collect
 
     return _collect(run_dir, episodes, output, **kwargs)
 

@@ -226,7 +226,7 @@ def _eval(args) -> int:
 
 
 def _collect(args) -> int:
-    from seqrl.collect import collect
+    from seqrl.collection import collect
 
     collect(
         args.run_dir,

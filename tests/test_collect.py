@@ -11,7 +11,7 @@ import pytest
 
 from seqrl import config as cfg
 from seqrl.cli import main
-from seqrl.collect import collect, open_run, rollout
+from seqrl.collection import collect, open_run, rollout
 from seqrl.data import load_dataset
 from seqrl.loop import run
 
