@@ -77,6 +77,12 @@ RATIOS = (
     ("seqrl / PyTorch, continuous", "seqrl-continuous", "torch-continuous", TARGET),
     ("seqrl / PyTorch, discrete", "seqrl-discrete", "torch-discrete", TARGET),
     ("PyTorch 2 threads / 1 thread", "torch-continuous-2threads", "torch-continuous", None),
+    (
+        "seqrl / PyTorch 2 threads, continuous",
+        "seqrl-continuous",
+        "torch-continuous-2threads",
+        None,
+    ),
     ("seqrl 1 core / PyTorch 1 thread", "seqrl-continuous-1core", "torch-continuous", None),
 )
 # work per run: seqrl chunks x updates per chunk; PyTorch timed updates (+ untimed warm-up)
@@ -238,16 +244,31 @@ def check_models(results: dict[str, dict]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+def gflops(results: dict[str, dict], name: str) -> float | None:
+    """Achieved GFLOP/s of a run: updates/s x XLA's count of one update's FLOPs (the same
+    network and batch on both sides, so seqrl's count serves PyTorch's runs too)."""
+    head = "discrete" if RUNS[name][1] == "categorical" else "continuous"
+    seqrl_run = results.get(f"seqrl-{head}")
+    if not seqrl_run:
+        return None
+    r = results[name]
+    updates_per_second = r["samples_per_second"] / (r["samples"] / r["updates"])
+    return updates_per_second * seqrl_run["flops_per_update"] / 1e9
+
+
 def table(report: dict) -> str:
     lines = [
-        "| run | samples/s | compile s | parameters | peak RSS MB | load before / after |",
-        "|---|---|---|---|---|---|",
+        "| run | samples/s | GFLOP/s | compile s | parameters | peak RSS MB | load before/after |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, r in report["results"].items():
+    results = report["results"]
+    for name, r in results.items():
         compile_s = f"{r['compile_seconds']:.1f}" if "compile_seconds" in r else "none"
         load = f"{r['load_before'][0]} / {r['load_after'][0]}"
+        rate = gflops(results, name)
         lines.append(
-            f"| {LABELS[name]} | {r['samples_per_second']:,.0f} | {compile_s} | "
+            f"| {LABELS[name]} | {r['samples_per_second']:,.0f} | "
+            f"{'' if rate is None else f'{rate:.0f}'} | {compile_s} | "
             f"{r['param_count']:,} | {r['process_peak_rss_mb']:,.0f} | {load} |"
         )
     lines += ["", "| ratio of samples/s | measured | target | |", "|---|---|---|---|"]
@@ -351,6 +372,10 @@ What each side runs:
   {m["nproc"]} cores; torch intra-op threads {torch_threads["torch_intra_op_threads"]} (inter-op
   {torch_threads["torch_inter_op_threads"]}). The side runs give PyTorch 2 threads and pin
   seqrl to one core (`sched_setaffinity`), to show how much of the ratio is the second core.
+- *GFLOP/s*: updates/s x the FLOPs of one update as XLA's cost analysis counts them
+  ({results["seqrl-continuous"]["flops_per_update"] / 1e9:.2f} G continuous,
+  {results["seqrl-discrete"]["flops_per_update"] / 1e9:.2f} G discrete; the same count serves
+  PyTorch's runs: same network, same batch shapes).
 - *peak RSS*: `ru_maxrss` of the worker's process.
 - Versions: {versions}.
 

@@ -156,6 +156,9 @@ def main() -> None:
         .compile()
     )
     t2 = time.perf_counter()
+    cost = chunk.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops_per_update = float(cost["flops"])  # XLA counts the scan's body (one update) once
     params = jax.tree.map(lambda x: x[0], states.params)
     param_count = int(sum(x.size for x in jax.tree.leaves(params)))
     param_breakdown = {
@@ -197,6 +200,7 @@ def main() -> None:
             "samples_per_second": round(samples / train_seconds, 1),
             "loss_first_timed": float(losses[0]),
             "loss_last_timed": float(losses[-1]),
+            "flops_per_update": flops_per_update,
             "param_count": param_count,
             "param_breakdown": param_breakdown,
             "setup_seconds": round(setup_seconds, 2),

@@ -21,6 +21,10 @@ with zeros and a mask. Two things are done once up front instead of in every bat
 help PyTorch): states are normalized and returns-to-go computed for the whole dataset (the
 official code runs a Python-loop ``discount_cumsum`` over the rest of the trajectory for every
 sampled window).
+
+CHECK (``--check``): seqrl's worker exports its initial parameters, one batch and its outputs;
+loaded into this model they must give the same outputs (the largest difference is recorded),
+which shows the two are the same function, not only the same size.
 """
 
 from __future__ import annotations
