@@ -51,10 +51,10 @@ class DatasetShapedEnv(Environment):
         return Box.make(-1.0, 1.0, (self.action_dim,))
 
     def reset(self, key, params):
-        raise NotImplementedError("DatasetShapedEnv has spaces only")
+        raise RuntimeError("DatasetShapedEnv only describes spaces; the benchmark never steps it")
 
     def step(self, key, state, action, params):
-        raise NotImplementedError("DatasetShapedEnv has spaces only")
+        raise RuntimeError("DatasetShapedEnv only describes spaces; the benchmark never steps it")
 
 
 def dt_config(data_path: Path, head: str, obs_dim: int, action_dim: int, num_actions: int):
