@@ -168,12 +168,22 @@ class Block(nn.Module):
     dropout: float
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, train: bool, state_tokens_only: bool = False
+    ) -> jax.Array:
+        """``state_tokens_only``: compute outputs for the state tokens only (every third token,
+        from 1), attending to all tokens. The last block needs nothing else: the action head
+        reads the state tokens, so this skips two thirds of that block's queries and MLP."""
         attend = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, dropout_rate=self.dropout, deterministic=not train
         )
+        normed = nn.LayerNorm()(x)
+        if state_tokens_only:
+            x, queries, mask = x[:, 1::3], normed[:, 1::3], mask[:, :, 1::3]
+        else:
+            queries = normed
         x = x + nn.Dropout(self.dropout, deterministic=not train)(
-            attend(nn.LayerNorm()(x), mask=mask)
+            attend(queries, normed, mask=mask)
         )
         h = nn.Dense(4 * self.embed_dim)(nn.LayerNorm()(x))
         h = nn.Dense(self.embed_dim)(nn.gelu(h))
@@ -213,10 +223,11 @@ class DecisionTransformer(nn.Module):
         causal = jnp.tril(jnp.ones((3 * k, 3 * k), bool))
         attn_mask = causal[None, None] & token_mask[:, None, None, :]
         for i in range(self.num_layers):
-            x = Block(d, self.num_heads, self.dropout, name=f"block_{i}")(x, attn_mask, train)
-        x = nn.LayerNorm(name="final_norm")(x)
-        state_tokens = x.reshape(b, k, 3, d)[:, :, 1]
-        return self.head(state_tokens)
+            last = i == self.num_layers - 1
+            x = Block(d, self.num_heads, self.dropout, name=f"block_{i}")(
+                x, attn_mask, train, state_tokens_only=last
+            )
+        return self.head(nn.LayerNorm(name="final_norm")(x))  # x: the K state tokens
 
 
 # ---------------------------------------------------------------------------------------------
