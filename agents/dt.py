@@ -407,8 +407,6 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
             "mask": jnp.zeros((batch, k), jnp.float32),
         }
 
-    eval_env = make_vec(config.env, config.num_envs, env_kwargs=config.env_kwargs)
-
     def evaluate(state, key, num_episodes, deterministic, target_return=None):
         """Returns of ``num_episodes`` episodes, run ``num_envs`` at a time."""
         target = d.target_return if target_return is None else target_return
@@ -418,7 +416,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
             return episode_returns(
                 policy_step(state, target, deterministic),
                 initial_context(config.num_envs),
-                eval_env,
+                env,
                 env_params,
                 key,
                 config.loop.eval_max_steps,

@@ -26,7 +26,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from benchmarks.common import ROOT, load_average, machine, replace_section, seqrl_revision
+from benchmarks.common import ROOT, load_average, machine, seqrl_revision, write_report
 
 DOC = ROOT / "docs" / "benchmarks.md"
 DOC_JSON = ROOT / "docs" / "benchmarks" / "backbones.json"
@@ -215,10 +215,7 @@ def main() -> None:
     report["load_after"] = load_average()
     if args.quick or args.reference_only:
         return
-    DOC_JSON.parent.mkdir(parents=True, exist_ok=True)
-    DOC_JSON.write_text(json.dumps(report, indent=1) + "\n")
-    replace_section(DOC, SECTION, markdown(report))
-    print(f"wrote {DOC} and {DOC_JSON}")
+    write_report(DOC, DOC_JSON, SECTION, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -149,3 +149,11 @@ def replace_section(doc: Path, heading: str, section: str) -> None:
     else:
         before, after = text.rstrip("\n") + "\n\n", ""
     doc.write_text(before + section.rstrip("\n") + "\n" + ("\n" + after if after else ""))
+
+
+def write_report(doc: Path, doc_json: Path, heading: str, report: dict, section: str) -> None:
+    """Writes a benchmark's raw report as JSON and its Markdown section into ``doc``."""
+    doc_json.parent.mkdir(parents=True, exist_ok=True)
+    doc_json.write_text(json.dumps(report, indent=1) + "\n")
+    replace_section(doc, heading, section)
+    print(f"wrote {doc} and {doc_json}")

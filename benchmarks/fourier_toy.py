@@ -18,7 +18,6 @@ Metrics on the test set (means over samples):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from datetime import UTC, datetime
 
@@ -29,7 +28,7 @@ import numpy as np
 import optax
 from scipy.ndimage import gaussian_filter1d
 
-from benchmarks.common import ROOT, load_average, machine, replace_section, seqrl_revision
+from benchmarks.common import ROOT, load_average, machine, seqrl_revision, write_report
 from seqrl.heads import Categorical, FourierHead, bin_centers
 
 BINS = 50
@@ -194,10 +193,7 @@ def main() -> None:
     report["load_after"] = load_average()
     if args.quick:
         return
-    DOC_JSON.parent.mkdir(parents=True, exist_ok=True)
-    DOC_JSON.write_text(json.dumps(report, indent=1) + "\n")
-    replace_section(DOC, SECTION, markdown(report))
-    print(f"wrote {DOC} and {DOC_JSON}")
+    write_report(DOC, DOC_JSON, SECTION, report, markdown(report))
 
 
 if __name__ == "__main__":
