@@ -360,6 +360,13 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         )
         return state, {"loss": loss, **stats, "lr": schedule(state.update_step)}
 
+    def action_distribution(state: LearnerState, windows: Window):
+        """The predicted action distribution at every step of ``windows`` (``[B, K]``, in the
+        units of ``trainer.data``: normalized states, scaled returns-to-go, e.g. from
+        ``sample_batch``), as in evaluation (no dropout)."""
+        w = windows
+        return model.apply(state.params, w.rtg, w.obs, w.actions, w.timesteps, w.mask)
+
     def policy_step(state: LearnerState, target_return: float, deterministic: bool):
         """The on-device acting step with a rolling context of the last K steps."""
 
@@ -383,14 +390,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
                 "timesteps": push(carry["timesteps"], t_now),
                 "mask": push(carry["mask"], jnp.ones_like(carry["mask"][:, 0])),
             }
-            dist = model.apply(
-                state.params,
-                carry["rtg"],
-                carry["obs"],
-                carry["actions"],
-                carry["timesteps"],
-                carry["mask"],
-            )
+            dist = action_distribution(state, Window(**carry))
             action = dist.mode() if deterministic else dist.sample(key)
             action = action[:, -1]
             carry["actions"] = carry["actions"].at[:, -1].set(action)
@@ -434,7 +434,12 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         steps_per_update=d.batch_size,
         unit="samples",
         data=data,
-        parts={"model": model, "policy_step": policy_step, "initial_context": initial_context},
+        parts={
+            "model": model,
+            "policy_step": policy_step,
+            "initial_context": initial_context,
+            "action_distribution": action_distribution,
+        },
     )
 
 

@@ -17,10 +17,14 @@ from seqrl.envs.spaces import Box, Discrete, Space
 @struct.dataclass
 class Categorical:
     """A categorical distribution over the last axis of ``logits``. ``penalty`` (per sample,
-    optional) is a head's regularizer, returned by ``aux_loss`` as its mean."""
+    optional) is a head's regularizer, returned by ``aux_loss`` as its mean; ``coefficients``
+    (optional) are the Fourier coefficients ``c[..., N+1]`` of the density the logits were read
+    from (Fourier head: ``fourier_density(coefficients, x)`` draws it on [-1, 1], where bin i,
+    centred at ``bin_centers(num_bins)[i]``, holds action ``order[i]``)."""
 
     logits: jax.Array
     penalty: jax.Array | None = None
+    coefficients: jax.Array | None = None
 
     def sample(self, key: jax.Array) -> jax.Array:
         return jax.random.categorical(key, self.logits).astype(jnp.int32)
@@ -184,13 +188,16 @@ def bin_centers(num_bins: int) -> np.ndarray:
 class Binned:
     """Per-dimension categorical distributions over equal bins of ``[low, high]`` (continuous
     actions through a discretizing head such as the Fourier head). Decodes at the bin centre, or
-    uniformly inside the bin with ``within_bin`` (then ``log_prob`` includes -log(bin width))."""
+    uniformly inside the bin with ``within_bin`` (then ``log_prob`` includes -log(bin width)).
+    ``coefficients[..., D, N+1]`` (Fourier head): the density behind the bins, on [-1, 1] (the
+    action range maps onto [-margin, margin] there)."""
 
     logits: jax.Array  # [..., D, m]
     low: jax.Array
     high: jax.Array
     within_bin: bool = struct.field(pytree_node=False, default=False)
     penalty: jax.Array | None = None
+    coefficients: jax.Array | None = None
 
     @property
     def _width(self) -> jax.Array:
@@ -288,10 +295,10 @@ class FourierHead(nn.Module):
             logits = logits[..., 0, :]
             if self.order is not None:  # bin i holds action order[i]
                 logits = logits[..., np.argsort(np.asarray(self.order))]
-            return Categorical(logits, penalty)
+            return Categorical(logits, penalty, c[..., 0, :])
         low = jnp.broadcast_to(jnp.asarray(self.low, jnp.float32), (dims,))
         high = jnp.broadcast_to(jnp.asarray(self.high, jnp.float32), (dims,))
-        return Binned(logits, low, high, self.within_bin, penalty)
+        return Binned(logits, low, high, self.within_bin, penalty, c)
 
 
 class CategoricalHead(nn.Module):

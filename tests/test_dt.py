@@ -107,6 +107,14 @@ def test_train_fits_the_data_and_evaluates_on_device(head):
         state, metrics = update(state, trainer.data)
         first = float(metrics["loss"]) if first is None else first
     assert float(metrics["loss"]) < first  # it fits the data
+    # the predicted action distribution at sampled windows, as evaluation sees it (no dropout)
+    windows = dt.sample_batch(jax.random.key(1), trainer.data, 16, 5)
+    dist = jax.jit(trainer.parts["action_distribution"])(state, windows)
+    again = trainer.parts["action_distribution"](state, windows)
+    np.testing.assert_allclose(dist.probs(), again.probs(), atol=1e-5)
+    assert dist.probs().shape == (16, 5, 2)
+    np.testing.assert_allclose(dist.probs().sum(-1), 1.0, atol=1e-5)
+    assert (dist.coefficients is not None) == (head == "fourier")
     returns = jax.jit(lambda s, k: trainer.evaluate(s, k, 6, True))(state, jax.random.key(0))
     assert returns["returns"].shape == (6,) and bool(jnp.all(returns["returns"] >= 1))
 

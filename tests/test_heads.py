@@ -76,6 +76,12 @@ def test_fourier_head_probabilities_sum_to_one_and_order_permutes_actions():
     permuted = FourierHead(18, 8, order=order).apply(params, x)
     # action order[i] gets bin i's probability
     np.testing.assert_allclose(permuted.logits[:, np.array(order)], dist.logits, atol=1e-6)
+    # the distribution carries the density it was read from: its pmf is that density at the
+    # bin centres, normalized (+ the 1e-5 floor of the logits)
+    density = fourier_density(dist.coefficients, jnp.asarray(bin_centers(18), jnp.float32))
+    pmf = density / density.sum(-1, keepdims=True)
+    assert dist.coefficients.shape == (7, 9)
+    np.testing.assert_allclose(jnp.exp(dist.logits), pmf + 1e-5, rtol=1e-4)
 
 
 def test_fourier_head_continuous_bins_and_log_prob():
@@ -85,6 +91,12 @@ def test_fourier_head_continuous_bins_and_log_prob():
     dist = head.apply(params, x)
     assert dist.logits.shape == (6, 3, 32)
     np.testing.assert_allclose(jnp.exp(dist.logits).sum(-1), 1.0, atol=1e-3)  # +1e-5 floor
+    # the density behind the bins: the action range [-2, 2] sits on [-0.9, 0.9]
+    density = fourier_density(dist.coefficients, jnp.asarray(0.9 * bin_centers(32), jnp.float32))
+    assert dist.coefficients.shape == (6, 3, 7)
+    np.testing.assert_allclose(
+        jnp.exp(dist.logits), density / density.sum(-1, keepdims=True) + 1e-5, rtol=1e-4
+    )
     a = dist.sample(jax.random.key(7))
     assert a.shape == (6, 3) and float(jnp.abs(a).max()) <= 2.0
     centres = -2.0 + (jnp.arange(32) + 0.5) * (4.0 / 32)
