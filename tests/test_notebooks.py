@@ -1,0 +1,47 @@
+"""Every notebook in notebooks/ runs top to bottom at its default budget, in a kernel of this
+interpreter, writes only into the output folder it is given, and saves its figures there."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+CELL_TIMEOUT = 600  # seconds; a notebook's default budget is meant to finish in <= 3 minutes
+# Run first, in the kernel: which Python executes the notebook.
+PROBE = "import sys\nprint(sys.prefix)"
+
+
+def _tree(path: Path) -> set[Path]:
+    return {p for p in path.rglob("*") if "outputs" not in p.relative_to(path).parts}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_runs_and_saves_its_figures(path, tmp_path, monkeypatch):
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(PROBE))
+    monkeypatch.setenv("SEQRL_NOTEBOOK_OUTPUT", str(tmp_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    before = _tree(NOTEBOOKS)
+    client = NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",  # ipykernel's, from this environment (checked below)
+        resources={"metadata": {"path": str(NOTEBOOKS)}},  # the kernel starts in notebooks/
+    )
+    start = time.perf_counter()
+    client.execute()
+    seconds = time.perf_counter() - start
+    print(f"{path.name}: {seconds:.0f} s")
+
+    probe = notebook.cells[0].outputs[0]["text"].strip()
+    assert os.path.samefile(probe, sys.prefix), f"the kernel ran in {probe}, not {sys.prefix}"
+    figures = sorted((tmp_path / path.stem / "figures").glob("*.png"))
+    assert figures, f"{path.name} saved no figure under {tmp_path / path.stem / 'figures'}"
+    assert all(f.stat().st_size > 1000 for f in figures)
+    assert _tree(NOTEBOOKS) == before, "the notebook wrote into notebooks/"
