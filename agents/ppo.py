@@ -65,7 +65,12 @@ class Config:
     seed: int = option(0, "random seed (seed i of num_seeds uses fold_in(seed, i))", ge=0)
     num_seeds: int = option(1, "independent seeds trained in parallel (a vmap axis)", ge=1)
     num_envs: int = option(4, "parallel environments per seed", ge=1)
-    total_timesteps: int = option(500_000, "env steps per seed", ge=1)
+    total_timesteps: int = option(500_000, "env steps per seed (per task with `tasks`)", ge=1)
+    tasks: Literal["none", "train", "test", "all"] = option(
+        "none",
+        "task families (meta/*): train one policy per task of this split, all in one run "
+        "(a vmap axis inside each seed); none: one policy for the env as it is",
+    )
     ppo: PPOConfig = option(PPOConfig(), "PPO hyperparameters")
     network: NetworkConfig = option(NetworkConfig(), "actor-critic network")
     wrappers: WrapperConfig = option(WrapperConfig(), "environment wrappers")
@@ -83,6 +88,11 @@ class Config:
         from seqrl.envs.registry import check_name
 
         check_name(self.env, key="env")
+        if self.tasks != "none" and not self.env.startswith("meta/"):
+            raise ConfigError(
+                f"config key 'tasks' ({self.tasks!r}) needs a task family (meta/...), "
+                f"not {self.env!r}"
+            )
         if self.num_updates < 1:
             raise ConfigError(
                 f"config key 'total_timesteps' ({self.total_timesteps}) must be at least "
@@ -129,6 +139,7 @@ class LearnerState:
     key: jax.Array
     update_step: jax.Array
     hparams: HyperParams
+    env_params: Any = None  # per-task training: this learner's task (else the env's default)
 
 
 @struct.dataclass
@@ -203,7 +214,16 @@ def make_env(config: Config, num_envs: int, *, obs_stats=None, evaluation: bool 
 
 
 def make_trainer(config: Config) -> Trainer:
-    """Pure functions for the training loop: ``init(key)``, ``update(state)``, ``evaluate``."""
+    """Pure functions for the training loop: ``init(key)``, ``update(state)``, ``evaluate``.
+    With ``config.tasks`` set, one learner per task of that split, vmapped (see
+    :func:`per_task_trainer`)."""
+    single = single_trainer(config)
+    return single if config.tasks == "none" else per_task_trainer(config, single)
+
+
+def single_trainer(config: Config) -> Trainer:
+    """One learner (one seed). Its functions read the env params from the learner state when
+    ``init`` was given some (``init(key, env_params=task_params)``), else the env's defaults."""
     p = config.ppo
     venv = make_env(config, config.num_envs)
     env_params = venv.default_params
@@ -212,9 +232,14 @@ def make_trainer(config: Config) -> Trainer:
     num_updates = config.num_updates
     tx = optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.scale_by_adam(eps=1e-5))
 
-    def init(key: jax.Array, hparams: HyperParams | None = None) -> LearnerState:
+    def params_of(s: LearnerState):
+        return env_params if s.env_params is None else s.env_params
+
+    def init(
+        key: jax.Array, hparams: HyperParams | None = None, task_params: Any = None
+    ) -> LearnerState:
         key, net_key, env_key = jax.random.split(key, 3)
-        obs, env_state = venv.reset(env_key, env_params)
+        obs, env_state = venv.reset(env_key, env_params if task_params is None else task_params)
         carry = network.initialize_carry(config.num_envs)
         first = jnp.ones(config.num_envs, jnp.bool_)
         params = network.init(net_key, carry, obs[None], first[None])
@@ -229,6 +254,7 @@ def make_trainer(config: Config) -> Trainer:
             key=key,
             update_step=jnp.zeros((), jnp.int32),
             hparams=hyperparams_from(config) if hparams is None else hparams,
+            env_params=task_params,
         )
 
     def act(s: LearnerState):
@@ -254,7 +280,7 @@ def make_trainer(config: Config) -> Trainer:
             action = dist.sample(act_key)[0]
             log_prob = dist.log_prob(action[None])[0]
             obs, env_state, reward, terminated, truncated, info = venv.step(
-                step_key, s.env_state, action, env_params
+                step_key, s.env_state, action, params_of(s)
             )
             done = jnp.logical_or(terminated, truncated)
             transition = Transition(
@@ -393,10 +419,13 @@ def make_trainer(config: Config) -> Trainer:
 
     def rollout_env(state: LearnerState, num_envs: int):
         """``(venv, params)`` to roll the trained policy out in: no reward scaling, observation
-        statistics frozen at the trained ones, held-out tasks where the env has a split."""
+        statistics frozen at the trained ones, held-out tasks where the env has a split (a
+        per-task learner acts in its own task)."""
         obs_stats = find_state(state.env_state, NormalizeObservationState)
         obs_stats = None if obs_stats is None else obs_stats.stats
         venv = make_env(config, num_envs, obs_stats=obs_stats, evaluation=True)
+        if state.env_params is not None:
+            return venv, state.env_params
         params = venv.eval_params(env_params) if hasattr(venv, "eval_params") else env_params
         return venv, params
 
@@ -435,6 +464,47 @@ def make_trainer(config: Config) -> Trainer:
             "rollout_env": rollout_env,
             "policy_step": policy_step,
         },
+    )
+
+
+def task_params(config: Config, split: str | None = None):
+    """The env params of each task of ``split`` (default ``config.tasks``), stacked."""
+    from seqrl.envs import make_raw
+
+    family = make_raw(config.env, **config.env_kwargs)
+    return family.single_task_params(family.split(split or config.tasks))
+
+
+def per_task_trainer(config: Config, single: Trainer) -> Trainer:
+    """One PPO learner per task of ``config.tasks``, vmapped inside each seed: ONE on-device run
+    trains them all. The learner state has a leading task axis; metrics are means over tasks;
+    evaluation runs each learner in its own task (``returns``: the tasks' episodes, task-major)."""
+    params = task_params(config)
+    n = int(jax.tree.leaves(params)[0].shape[0])
+
+    def init(key: jax.Array) -> LearnerState:
+        keys = jax.random.split(key, n)
+        return jax.vmap(lambda k, tp: single.init(k, task_params=tp))(keys, params)
+
+    def update(state: LearnerState) -> tuple[LearnerState, dict]:
+        state, metrics = jax.vmap(single.update)(state)
+        return state, {
+            k: jnp.nanmean(v) if k == "episode_return" else v.mean() for k, v in metrics.items()
+        }
+
+    def evaluate(state, key, num_episodes, deterministic):
+        out = jax.vmap(lambda s, k: single.evaluate(s, k, num_episodes, deterministic))(
+            state, jax.random.split(key, n)
+        )
+        return {"returns": out["returns"].reshape(-1), "task_returns": out["returns"]}
+
+    return Trainer(
+        init=init,
+        update=update,
+        evaluate=evaluate,
+        num_updates=single.num_updates,
+        steps_per_update=single.steps_per_update * n,
+        parts={**single.parts, "single": single, "num_tasks": n},
     )
 
 

@@ -112,6 +112,21 @@ for _id in INCONTEXT_IDS:
     register(f"incontext/{_id.split('/')[-1]}", _incontext_factory(_id))
 
 
+def _meta_factory(family: str) -> Callable[..., Environment]:
+    def factory(**kwargs):
+        from seqrl.envs.meta import make_family
+
+        return make_family(family, **kwargs)
+
+    return factory
+
+
+# meta-RL task families (params carry the task; fixed train/test splits)
+META_IDS = ("PointRobot",)
+for _id in META_IDS:
+    register(f"meta/{_id}", _meta_factory(_id))
+
+
 def names() -> list[str]:
     return sorted(_REGISTRY)
 

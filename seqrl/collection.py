@@ -197,6 +197,25 @@ class Run:
         states, _ = self.checkpointer.restore(self.abstract, step)
         return jax.tree.map(lambda x: x[seed_index], states)
 
+    @property
+    def num_tasks(self) -> int | None:
+        """Per-task runs (``tasks`` set): how many learners, one per task; else None."""
+        return self.trainer.parts.get("num_tasks")
+
+    @property
+    def single(self) -> Any:
+        """The trainer of ONE learner (a per-task run's learners share it)."""
+        return self.trainer.parts.get("single", self.trainer)
+
+    def task_indices(self) -> list[int]:
+        """Per-task runs: each learner's task as an index into the family's ``split("all")``
+        (training tasks first, then test tasks)."""
+        from seqrl.envs import make_raw
+
+        family = make_raw(self.config.env, **self.config.env_kwargs)
+        start = family.num_train if self.config.tasks == "test" else 0
+        return list(range(start, start + self.num_tasks))
+
 
 def open_run(run_dir: str | Path) -> Run:
     from seqrl import config as cfg
@@ -242,7 +261,9 @@ def select_medium(run: Run, key: jax.Array, log: Callable[[str], None]) -> tuple
             lambda s: trainer.evaluate(s, key, SELECTION_EPISODES, True)["returns"]
         )(states)
         any_state = jax.tree.map(lambda x: x[0], states)
-        venv, params = trainer.parts["rollout_env"](any_state, SELECTION_EPISODES)
+        if run.num_tasks:  # a per-task run: the first task's learner
+            any_state = jax.tree.map(lambda x: x[0], any_state)
+        venv, params = run.single.parts["rollout_env"](any_state, SELECTION_EPISODES)
         space = venv.action_space(params)
 
         def random_policy(carry, obs, first, key):
@@ -316,7 +337,8 @@ def collect(
         kept = ", ".join(str(s) for s in run.steps)
         raise UserError(f"run {run.run_dir} has no checkpoint {checkpoint}; kept: {kept}")
     latest_state = run.state(run.steps[-1])
-    venv, params = run.trainer.parts["rollout_env"](latest_state, 1)
+    lane = jax.tree.map(lambda x: x[0], latest_state) if run.num_tasks else latest_state
+    venv, params = run.single.parts["rollout_env"](lane, 1)
     action_space = venv.action_space(params)
     if isinstance(action_space, Discrete) and noise > 1:
         raise UserError(f"noise is an epsilon for discrete actions: must be <= 1, got {noise}")
@@ -341,17 +363,33 @@ def collect(
             plan = [("medium", medium, n_medium), ("expert", latest, episodes - n_medium)]
             plan = [part for part in plan if part[2] > 0]
 
-    # COLLECT: one compiled program serves every part (same batch size, state as an argument)
+    # COLLECT: one compiled program serves every part (same batch size, state as an argument);
+    # a per-task run collects ``episodes`` per task, its learners vmapped
     num_envs = max(count for _, _, count in plan)
-    program = jax.jit(
-        lambda state, key: rollout(run.trainer, state, key, num_envs, max_len, noise, deterministic)
-    )
+
+    def one_learner(state, key):
+        return rollout(run.single, state, key, num_envs, max_len, noise, deterministic)[0]
+
+    if run.num_tasks:
+        tasks = run.task_indices()
+        program = jax.jit(
+            lambda state, key: jax.vmap(one_learner)(state, jax.random.split(key, len(tasks)))
+        )
+    else:
+        tasks = [None]
+        program = jax.jit(
+            lambda state, key: jax.tree.map(lambda x: x[None], one_learner(state, key))
+        )
     parts, episode_metadata = [], []
     for i, (role, step, count) in enumerate(plan):
         state = latest_state if step == latest else run.state(step)
-        traj, _ = program(state, jax.random.fold_in(base_key, i))
-        parts.append(jax.tree.map(lambda x, c=count: np.asarray(x[:c]), traj))
-        episode_metadata += [{"checkpoint": step, "policy": role}] * count
+        traj = program(state, jax.random.fold_in(base_key, i))  # [tasks, num_envs, ...]
+        parts.append(
+            jax.tree.map(lambda x, c=count: np.asarray(x[:, :c]).reshape(-1, *x.shape[2:]), traj)
+        )
+        for task in tasks:
+            extra = {} if task is None else {"task": task}
+            episode_metadata += [{"checkpoint": step, "policy": role, **extra}] * count
     host = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
     longest = int(host.lengths.max())
     host = host.replace(
@@ -376,7 +414,7 @@ def collect(
         "deterministic": deterministic,
         "seed": seed,
         "max_steps": max_len,
-        "num_episodes": episodes,
+        "num_episodes": episodes * len(tasks),
         "num_steps": trajectories.num_steps,
         **stats,
     }
@@ -386,6 +424,9 @@ def collect(
         )
     if selection is not None:
         info["medium_selection"] = selection
+    if run.num_tasks:  # which task each episode is (index into the family's split("all"))
+        info["task_split"] = run.config.tasks
+        info["episode_tasks"] = [m["task"] for m in episode_metadata]
     meta = DatasetMeta(
         env=run.config.env,
         observation_space=venv.observation_space(params),
@@ -398,7 +439,9 @@ def collect(
         output, trajectories, meta, episode_metadata=episode_metadata, description=description
     )
     log(
-        f"collected {episodes} episodes, {trajectories.num_steps} steps, return "
+        f"collected {episodes * len(tasks)} episodes"
+        + (f" ({episodes} per task x {len(tasks)} tasks)" if run.num_tasks else "")
+        + f", {trajectories.num_steps} steps, return "
         f"{stats['return_mean']:.2f} +- {stats['return_std']:.2f} ({quality}: {checkpoints})"
     )
     log(f"dataset: {path}")

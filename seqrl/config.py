@@ -21,7 +21,12 @@ import yaml
 from seqrl.errors import ConfigError, UserError
 
 # agent name -> module exposing `Config` (a frozen dataclass) and `make_trainer(config)`
-AGENTS = {"ppo": "seqrl.agents.ppo", "dt": "seqrl.agents.dt"}
+AGENTS = {
+    "ppo": "seqrl.agents.ppo",
+    "dt": "seqrl.agents.dt",
+    "meta_dt": "seqrl.agents.meta_dt",
+    "prompt_dt": "seqrl.agents.prompt_dt",
+}
 
 
 def option(

@@ -1,0 +1,509 @@
+"""Meta-DT (Wang et al., "Meta-DT: Offline Meta-RL as Conditional Sequence Modeling with World
+Model Disentanglement", NeurIPS 2024), and the family of task-conditioned Decision
+Transformers it is compared with. REFERENCE.md section 6.
+
+One model, switched by ``meta``:
+
+- ``context: true``: a task vector z_t from the world model's context encoder (the h transitions
+  before t, see :mod:`seqrl.agents.world_model`) is concatenated into every state token:
+  ``e_s = Linear([Linear(s) (16), z]) + time``. The world model is trained FIRST, inside
+  ``init``, on the training tasks' data only, then frozen.
+- ``prompt``: ``k`` steps (R^, s, a) with their own embeddings, prepended to the sequence.
+  ``error``: the self-guided prompt, the length-k window of the task's data with the largest
+  world-model prediction error (``error_sampled``: sampled in proportion to it; ``random``:
+  uniform, the ablation); ``expert``: a segment of an expert demo of the task (Prompt-DT, see
+  :mod:`seqrl.agents.prompt_dt`); ``none``. No prompt during the first ``prompt_warmup``
+  updates.
+- Both off: a plain DT without task information (the floor).
+
+Data: a multi-task dataset from ``seqrl collect`` on a per-task PPO run (``tasks: ...``): its
+episodes carry their task (``episode_tasks``). Only TRAINING-split tasks are read for training
+(and for the world model); test tasks are never seen before evaluation. The target return is
+the best return of the training data (``meta.target_return`` overrides it), not a number read
+from a test task's data.
+
+Evaluation (``seqrl eval-meta``, :mod:`seqrl.meta_eval`): zero-shot = only the online context
+z; few-shot = a zero-shot episode first, then its highest-error segment as the prompt
+(Meta-DT), or the last k steps of an expert demo of the test task (Prompt-DT).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from seqrl.agents.dt import Block, DTConfig, Window, make_model, sample_window, window_data
+from seqrl.agents.world_model import (
+    Context,
+    WorldModel,
+    WorldModelConfig,
+    context_at,
+    train_world_model,
+)
+from seqrl.config import ConfigError, LoopConfig, option
+from seqrl.envs.spaces import Discrete
+from seqrl.errors import UserError
+from seqrl.loop import Trainer, train_fn
+
+PROMPTS = ("none", "error", "error_sampled", "random", "expert")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    context: bool = option(True, "condition state tokens on the world model's task vector z")
+    prompt: Literal[PROMPTS] = option(
+        "error",
+        "prompt: error (self-guided: max world-model error), error_sampled, random, expert "
+        "(Prompt-DT: from prompt_dataset), none",
+    )
+    prompt_length: int = option(5, "prompt segment length k (steps)", ge=1)
+    prompt_warmup: int = option(0, "updates trained without a prompt first", ge=0)
+    target_return: float | None = option(
+        None, "evaluation target return (default: the best return in the training data)"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Meta-DT training run (also Prompt-DT, the ablations and the plain-DT floor)."""
+
+    agent: Literal["meta_dt"] = option("meta_dt", "the algorithm")
+    env: str = option("meta/PointRobot", "task family (meta/...) the agent is evaluated in")
+    env_kwargs: dict = option({}, "keyword arguments for the environment's constructor")
+    dataset: str = option("", "multi-task dataset (seqrl collect on a per-task PPO run)")
+    prompt_dataset: str = option("", "expert demos per task (prompt: expert)")
+    seed: int = option(0, "random seed", ge=0)
+    num_seeds: int = option(1, "independent seeds trained in parallel (a vmap axis)", ge=1)
+    num_envs: int = option(4, "evaluation episodes per test task and round", ge=1)
+    total_updates: int = option(10_000, "gradient updates per seed", ge=1)
+    dt: DTConfig = option(DTConfig(), "Decision Transformer hyperparameters")
+    meta: MetaConfig = option(MetaConfig(), "task conditioning: context and prompt")
+    world_model: WorldModelConfig = option(WorldModelConfig(), "context world model")
+    loop: LoopConfig = option(LoopConfig(), "host loop, checkpoints, evaluation")
+
+    def validate(self) -> None:
+        from seqrl.envs.registry import check_name
+
+        check_name(self.env, key="env")
+        if not self.env.startswith("meta/"):
+            raise ConfigError(f"config key 'env': {self.env!r} is not a task family (meta/...)")
+        if not self.dataset:
+            raise ConfigError("config key 'dataset' is required: a multi-task dataset")
+        if self.meta.prompt == "expert" and not self.prompt_dataset:
+            raise ConfigError("config key 'prompt_dataset' is required with meta.prompt=expert")
+        if self.dt.embed_dim % self.dt.num_heads:
+            raise ConfigError(
+                f"config key 'dt.num_heads' ({self.dt.num_heads}) must divide dt.embed_dim "
+                f"({self.dt.embed_dim})"
+            )
+
+    @property
+    def uses_world_model(self) -> bool:
+        return self.meta.context or self.meta.prompt in ("error", "error_sampled")
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+
+class MetaDecisionTransformer(nn.Module):
+    """``(window, z[B, K, Z] | None, prompt Window[B, k] | None) -> action distribution [B, K]``.
+
+    Tokens: [prompt (R^, s, a) x k] + [(R^, s, a) x K], causal attention, padding masked; the
+    head reads the K state tokens of the main sequence."""
+
+    head: nn.Module
+    num_actions: int | None
+    embed_dim: int = 128
+    num_layers: int = 3
+    num_heads: int = 1
+    dropout: float = 0.1
+    max_timestep: int = 1000
+    state_embed: int = 16  # Linear(s) width before concatenating z
+
+    def _tokens(self, w: Window, z, prefix: str):
+        b, k = w.rtg.shape
+        d = self.embed_dim
+        time = nn.Embed(self.max_timestep, d, name=f"{prefix}embed_timestep")(
+            jnp.clip(w.timesteps, 0, self.max_timestep - 1)
+        )
+        r = nn.Dense(d, name=f"{prefix}embed_return")(w.rtg[..., None]) + time
+        obs = w.obs.reshape(b, k, -1)
+        if z is None:
+            s = nn.Dense(d, name=f"{prefix}embed_state")(obs)
+        else:
+            s = nn.Dense(self.state_embed, name=f"{prefix}embed_state")(obs)
+            s = nn.Dense(d, name=f"{prefix}embed_state_task")(jnp.concatenate([s, z], -1))
+        s = s + time
+        if self.num_actions is not None:
+            a = nn.Embed(self.num_actions, d, name=f"{prefix}embed_action")(
+                w.actions.astype(jnp.int32)
+            )
+        else:
+            a = nn.Dense(d, name=f"{prefix}embed_action")(w.actions.reshape(b, k, -1))
+        tokens = jnp.stack([r, s, a + time], axis=2).reshape(b, 3 * k, d)
+        return tokens, jnp.repeat(w.mask, 3, axis=1)
+
+    @nn.compact
+    def __call__(self, w: Window, z=None, prompt: Window | None = None, train: bool = False):
+        tokens, mask = self._tokens(w, z, "")
+        k = 0
+        if prompt is not None:
+            k = prompt.rtg.shape[1]
+            p_tokens, p_mask = self._tokens(prompt, None, "prompt_")
+            tokens = jnp.concatenate([p_tokens, tokens], axis=1)
+            mask = jnp.concatenate([p_mask, mask], axis=1)
+        n = tokens.shape[1]
+        x = nn.LayerNorm(name="embed_norm")(tokens)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        causal = jnp.tril(jnp.ones((n, n), bool))
+        attn_mask = causal[None, None] & (mask > 0)[:, None, None, :]
+        for i in range(self.num_layers):
+            last = i == self.num_layers - 1
+            x = Block(self.embed_dim, self.num_heads, self.dropout, name=f"block_{i}")(
+                x, attn_mask, train, state_tokens_only=last
+            )
+        return self.head(nn.LayerNorm(name="final_norm")(x[:, k:]))  # the K main state tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class MetaData:
+    """Device arrays every update reads (an argument of the compiled update)."""
+
+    windows: Any  # dt.WindowData of the training episodes (normalized states, scaled R^)
+    actions_wm: jax.Array  # [N, L, A] actions as the world model reads them (discrete: one-hot)
+    rewards: jax.Array  # [N, L] raw rewards
+    next_obs: jax.Array  # [N, L, S] normalized next states
+    tasks: jax.Array  # [N] global task index of each episode
+    segments: jax.Array  # [W, 2] (episode, start) of every length-k segment, sorted by task
+    segment_range: jax.Array  # [num_tasks, 2] each task's [lo, hi) rows of ``segments``
+    prompts: Any  # dt.WindowData the prompts come from (the training data or expert demos)
+    prompt_segments: jax.Array  # [P, 2] like ``segments``, over ``prompts``
+    prompt_range: jax.Array  # [num_tasks, 2]
+
+
+def _segments(lengths: np.ndarray, tasks: np.ndarray, k: int, num_tasks: int):
+    """Every (episode, start) with a full length-k segment, sorted by task, and each task's
+    row range."""
+    rows = [(e, s) for e in np.argsort(tasks, kind="stable") for s in range(lengths[e] - k + 1)]
+    if not rows:
+        raise UserError(f"no episode is at least prompt_length = {k} steps long")
+    seg = np.asarray(rows, np.int32)
+    seg_tasks = tasks[seg[:, 0]]
+    lo = np.searchsorted(seg_tasks, np.arange(num_tasks), side="left")
+    hi = np.searchsorted(seg_tasks, np.arange(num_tasks), side="right")
+    return seg, np.stack([lo, hi], 1).astype(np.int32)
+
+
+def _episode_tasks(meta, path: str) -> np.ndarray:
+    tasks = meta.info.get("episode_tasks")
+    if tasks is None:
+        raise UserError(
+            f"dataset {path}: its episodes carry no task (info 'episode_tasks'); collect it from "
+            "a per-task PPO run (config key 'tasks')"
+        )
+    return np.asarray(tasks, np.int64)
+
+
+def load_meta_dataset(path: str, family, split: str):
+    """(trajectories of the ``split`` tasks' episodes, their global task indices)."""
+    from seqrl.data import load_dataset
+
+    traj, meta = load_dataset(path)
+    tasks = _episode_tasks(meta, path)
+    lo, hi = (0, family.num_train) if split == "train" else (family.num_train, None)
+    hi = family.num_train + family.num_test if hi is None else hi
+    keep = np.nonzero((tasks >= lo) & (tasks < hi))[0]
+    if keep.size == 0:
+        raise UserError(f"dataset {path} holds no episode of a {split} task")
+    traj = jax.tree.map(lambda x: np.asarray(x)[keep], traj)
+    return traj, tasks[keep], meta
+
+
+def _one_hot_actions(actions, action_space):
+    if isinstance(action_space, Discrete):
+        return jax.nn.one_hot(actions, action_space.n)
+    return jnp.asarray(actions, jnp.float32).reshape(*actions.shape[:2], -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The algorithm
+# ---------------------------------------------------------------------------------------------
+
+
+@struct.dataclass
+class LearnerState:
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    update_step: jax.Array
+    obs_mean: jax.Array
+    obs_std: jax.Array
+    wm_params: Any  # the frozen world model (None when unused)
+    wm_loss: jax.Array  # its final training loss
+    segment_weights: jax.Array  # [W] world-model error of each segment (prompt choice)
+    best_segment: jax.Array  # [num_tasks] row of ``segments`` with the largest error
+    target_return: jax.Array  # scaled
+
+
+def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
+    from seqrl.envs import make_raw
+
+    d, m, wmc = config.dt, config.meta, config.world_model
+    family = make_raw(config.env, **config.env_kwargs)
+    num_tasks = family.num_train + family.num_test
+    params0 = family.default_params
+    action_space = family.action_space(params0)
+    obs_shape = tuple(family.observation_space(params0).shape)
+    if trajectories is None:
+        trajectories, tasks, _ = load_meta_dataset(config.dataset, family, "train")
+    else:
+        trajectories, tasks = trajectories
+    if tuple(trajectories.obs.shape[2:]) != obs_shape:
+        raise ConfigError(
+            f"dataset {config.dataset}: observations of shape {trajectories.obs.shape[2:]} do "
+            f"not fit {config.env} ({obs_shape})"
+        )
+    windows, obs_mean, obs_std = window_data(trajectories, config)
+    lengths = np.asarray(trajectories.lengths)
+    final_n = (np.asarray(trajectories.final_obs) - obs_mean) / obs_std
+    obs_n = np.asarray(windows.obs)
+    next_obs = np.concatenate([obs_n[:, 1:], np.zeros_like(obs_n[:, :1])], axis=1)
+    next_obs[np.arange(len(lengths)), lengths - 1] = final_n
+    segments, segment_range = _segments(lengths, tasks, m.prompt_length, num_tasks)
+    if m.prompt == "expert":
+        p_traj, p_tasks, _ = load_meta_dataset(config.prompt_dataset, family, "train")
+        p_traj = p_traj.replace(obs=(np.asarray(p_traj.obs) - obs_mean) / obs_std)
+        prompts = window_data(p_traj, dataclasses.replace(config, dt=_raw_states(d)))[0]
+        prompt_segments, prompt_range = _segments(
+            np.asarray(p_traj.lengths), p_tasks, m.prompt_length, num_tasks
+        )
+    else:
+        prompts, prompt_segments, prompt_range = windows, segments, segment_range
+    data = MetaData(
+        windows=windows,
+        actions_wm=_one_hot_actions(trajectories.actions, action_space),
+        rewards=jnp.asarray(trajectories.rewards, jnp.float32),
+        next_obs=jnp.asarray(next_obs),
+        tasks=jnp.asarray(tasks, jnp.int32),
+        segments=jnp.asarray(segments),
+        segment_range=jnp.asarray(segment_range),
+        prompts=prompts,
+        prompt_segments=jnp.asarray(prompt_segments),
+        prompt_range=jnp.asarray(prompt_range),
+    )
+    returns = np.asarray(trajectories.rewards).sum(1)
+    target = float(returns.max()) if m.target_return is None else m.target_return
+
+    dt_model = make_model(config, action_space)  # for its head
+    model = MetaDecisionTransformer(
+        head=dt_model.head,
+        num_actions=dt_model.num_actions,
+        embed_dim=d.embed_dim,
+        num_layers=d.num_layers,
+        num_heads=d.num_heads,
+        dropout=d.dropout,
+        max_timestep=d.max_timestep,
+    )
+    world_model = WorldModel(wmc, int(np.prod(obs_shape)))
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, d.lr, max(d.warmup_steps, 1)), optax.constant_schedule(d.lr)],
+        [max(d.warmup_steps, 1)],
+    )
+    tx = optax.chain(
+        optax.clip_by_global_norm(d.grad_clip), optax.adamw(schedule, weight_decay=d.weight_decay)
+    )
+    k, h, kp = d.context, wmc.horizon, m.prompt_length
+    use_prompt = m.prompt != "none"
+
+    def contexts(data: MetaData, ep: jax.Array, t: jax.Array) -> Context:
+        """Context of step ``t`` of episode ``ep`` (any matching shapes)."""
+        obs, act, rew = data.windows.obs, data.actions_wm, data.rewards
+        return jax.vmap(lambda e, tt: context_at(obs[e], act[e], rew[e], tt, h))(
+            ep.reshape(-1), t.reshape(-1)
+        )
+
+    def encode(wm_params, ctx: Context, shape) -> jax.Array:
+        z = world_model.apply(wm_params, ctx, method=WorldModel.encode)
+        return jax.lax.stop_gradient(z).reshape(*shape, -1)
+
+    def segment_errors(wm_params, data: MetaData) -> jax.Array:
+        """World-model error summed over each segment of ``data.segments``: [W]."""
+        n, length = data.rewards.shape
+        ep = jnp.repeat(jnp.arange(n), length)
+        t = jnp.tile(jnp.arange(length), n)
+        ctx = contexts(data, ep, t)
+        err = world_model.apply(
+            wm_params,
+            ctx,
+            data.windows.obs[ep, t],
+            data.actions_wm[ep, t],
+            data.rewards[ep, t],
+            data.next_obs[ep, t],
+            method=WorldModel.errors,
+        ).reshape(n, length)
+        per_step = jnp.where(jnp.arange(length)[None] < data.windows.lengths[:, None], err, 0.0)
+        starts = data.segments[:, 1][:, None] + jnp.arange(kp)[None]
+        return per_step[data.segments[:, 0][:, None], starts].sum(1)
+
+    def best_per_task(weights: jax.Array, segment_range: jax.Array) -> jax.Array:
+        rows = jnp.arange(weights.shape[0])
+        in_task = (rows[None] >= segment_range[:, :1]) & (rows[None] < segment_range[:, 1:])
+        return jnp.argmax(jnp.where(in_task, weights[None], -jnp.inf), axis=1).astype(jnp.int32)
+
+    def init(key: jax.Array) -> LearnerState:
+        key, wm_key, init_key = jax.random.split(key, 3)
+        if config.uses_world_model:
+            train_eps = jnp.arange(data.rewards.shape[0])
+            wm_params, losses = train_world_model(
+                world_model,
+                wm_key,
+                data.windows.obs,
+                data.actions_wm,
+                data.rewards,
+                data.next_obs,
+                data.windows.lengths,
+                train_eps,
+                wmc,
+            )
+            wm_loss = losses[-100:].mean()
+            weights = segment_errors(wm_params, data)
+        else:
+            wm_params, wm_loss = None, jnp.zeros(())
+            weights = jnp.ones(data.segments.shape[0])
+        batch, z, prompt = sample(init_key, data, 1, None)
+        params = model.init(init_key, batch, z, prompt)
+        return LearnerState(
+            params=params,
+            opt_state=tx.init(params),
+            key=key,
+            update_step=jnp.zeros((), jnp.int32),
+            obs_mean=jnp.asarray(obs_mean),
+            obs_std=jnp.asarray(obs_std),
+            wm_params=wm_params,
+            wm_loss=wm_loss,
+            segment_weights=weights,
+            best_segment=best_per_task(weights, data.segment_range),
+            target_return=jnp.asarray(target / d.return_scale, jnp.float32),
+        )
+
+    def pick_segment(key, task, rng: jax.Array, weights: jax.Array | None):
+        """A row in ``[rng[task, 0], rng[task, 1])``, uniform or in proportion to ``weights``."""
+        lo, hi = rng[task, 0], rng[task, 1]
+        if weights is None:
+            u = jax.random.uniform(key)
+            return jnp.minimum(lo + jnp.floor(u * (hi - lo)).astype(jnp.int32), hi - 1)
+        cum = jnp.cumsum(weights)
+        base = jnp.where(lo > 0, cum[jnp.maximum(lo - 1, 0)], 0.0)
+        u = base + jax.random.uniform(key) * (cum[hi - 1] - base)
+        return jnp.clip(jnp.searchsorted(cum, u, side="right"), lo, hi - 1).astype(jnp.int32)
+
+    def sample(key, data: MetaData, batch: int, state: LearnerState | None):
+        """``batch`` training windows with their task vectors and prompts (``state`` None: for
+        shapes at init, before the world model exists)."""
+        k_ep, k_start, k_prompt = jax.random.split(key, 3)
+        w = data.windows
+        ep = jax.random.choice(k_ep, w.lengths.shape[0], (batch,), p=w.weights)
+        start = jnp.floor(jax.random.uniform(k_start, (batch,)) * w.lengths[ep]).astype(jnp.int32)
+        win = jax.vmap(sample_window, in_axes=(None, 0, 0, None))(w, ep, start, k)
+        z = None
+        if m.context:
+            if state is None:
+                z = jnp.zeros((batch, k, wmc.latent_dim))
+            else:
+                ctx = contexts(data, jnp.repeat(ep, k), win.timesteps)
+                z = encode(state.wm_params, ctx, (batch, k)) * win.mask[..., None]
+        prompt = None
+        if use_prompt:
+            task = data.tasks[ep]
+            keys = jax.random.split(k_prompt, batch)
+            weights = None
+            if state is not None and m.prompt == "error_sampled":
+                weights = state.segment_weights
+            rows = jax.vmap(lambda kk, tt: pick_segment(kk, tt, data.prompt_range, weights))(
+                keys, task
+            )
+            if state is not None and m.prompt == "error":
+                rows = state.best_segment[task]
+            seg = data.prompt_segments[rows]
+            prompt = jax.vmap(sample_window, in_axes=(None, 0, 0, None))(
+                data.prompts, seg[:, 0], seg[:, 1], kp
+            )
+            if state is not None:
+                on = (state.update_step >= m.prompt_warmup).astype(jnp.float32)
+                prompt = prompt.replace(mask=prompt.mask * on)
+        return win, z, prompt
+
+    def loss_fn(params, win: Window, z, prompt, key):
+        dist = model.apply(params, win, z, prompt, train=True, rngs={"dropout": key})
+        log_prob = dist.log_prob(win.actions)
+        nll = -jnp.sum(log_prob * win.mask) / jnp.maximum(win.mask.sum(), 1.0)
+        return nll + dist.aux_loss(), {"action_loss": nll}
+
+    def update(state: LearnerState, data: MetaData) -> tuple[LearnerState, dict]:
+        key, batch_key, drop_key = jax.random.split(state.key, 3)
+        win, z, prompt = sample(batch_key, data, d.batch_size, state)
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, win, z, prompt, drop_key
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        state = state.replace(
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            key=key,
+            update_step=state.update_step + 1,
+        )
+        return state, {"loss": loss, **stats, "lr": schedule(state.update_step)}
+
+    from seqrl import meta_eval
+
+    agent = meta_eval.MetaAgent(
+        config=config,
+        family=family,
+        model=model,
+        world_model=world_model,
+        data=data,
+        encode=encode,
+    )
+
+    def evaluate(state, key, num_episodes, deterministic):
+        """The run's own protocol on the test tasks: zero-shot for Meta-DT and the DT floor,
+        the expert prompt for Prompt-DT."""
+        mode = "few-shot" if m.prompt == "expert" else "zero-shot"
+        protocol = "prompt-dt" if m.prompt == "expert" else "meta-dt"
+        rounds = max(1, -(-num_episodes // family.num_test))
+        out = agent.evaluate(state, key, "test", mode, protocol, rounds, deterministic)
+        return {"returns": out["returns"].reshape(-1)[:num_episodes]}
+
+    return Trainer(
+        init=init,
+        update=update,
+        evaluate=evaluate,
+        num_updates=config.total_updates,
+        steps_per_update=d.batch_size,
+        unit="samples",
+        data=data,
+        parts={"model": model, "world_model": world_model, "meta_agent": agent},
+    )
+
+
+def _raw_states(d: DTConfig) -> DTConfig:
+    """Prompt demos are normalized with the TRAINING data's statistics, not their own."""
+    return dataclasses.replace(d, normalize_states=False)
+
+
+def make_train(config: Config, trajectories: Any | None = None):
+    return train_fn(make_trainer(config, trajectories))

@@ -1,0 +1,170 @@
+"""Meta-DT's context world model (Wang et al., NeurIPS 2024; REFERENCE.md section 6).
+
+A context encoder reads the ``h`` transitions (s, a, r) BEFORE step t of the same episode and
+returns a task vector z_t; decoders predict the reward r_t from (s_t, a_t, s_{t+1}, z_t) and the
+next state s_{t+1} from (s_t, a_t, z_t). Trained on multi-task data, z disentangles the task
+from the behaviour that produced the data; the prediction error then tells which segments of an
+agent's own history are most informative about the task (the self-guided prompt).
+
+The context of step t is the same in training and at test time: the up to ``h`` transitions
+before t, left-padded with zeros and masked (the reference code trains on partial histories
+but feeds an all-zero context for the first h test steps; here both see the same thing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from seqrl.config import option
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelConfig:
+    horizon: int = option(4, "context length h: transitions before step t the encoder reads", ge=1)
+    latent_dim: int = option(16, "task vector z size", ge=1)
+    embed_dim: int = option(16, "per-field embedding of s, a, r before the GRU", ge=1)
+    gru_dim: int = option(128, "GRU width", ge=1)
+    hidden_dim: int = option(128, "decoder MLP width (two layers)", ge=1)
+    state_loss_weight: float = option(1.0, "weight of the next-state loss (0: reward only)", ge=0)
+    steps: int = option(5000, "gradient steps (trained before the DT, inside init)", ge=1)
+    batch_size: int = option(128, "transitions per step", ge=1)
+    lr: float = option(1e-3, "Adam learning rate", gt=0)
+
+
+@struct.dataclass
+class Context:
+    """The ``h`` transitions before a step (oldest first), left-padded: ``mask`` 1 where real."""
+
+    obs: jax.Array  # [..., h, S]
+    actions: jax.Array  # [..., h, A] (discrete: one-hot)
+    rewards: jax.Array  # [..., h]
+    mask: jax.Array  # [..., h]
+
+
+class ContextEncoder(nn.Module):
+    latent_dim: int = 16
+    embed_dim: int = 16
+    gru_dim: int = 128
+
+    @nn.compact
+    def __call__(self, ctx: Context) -> jax.Array:
+        lead = ctx.rewards.shape[:-1]
+        h = ctx.rewards.shape[-1]
+        flat = lambda x: x.reshape(-1, h, *x.shape[len(lead) + 1 :])
+        s = nn.relu(nn.Dense(self.embed_dim, name="embed_state")(flat(ctx.obs)))
+        a = nn.relu(nn.Dense(self.embed_dim, name="embed_action")(flat(ctx.actions)))
+        r = nn.relu(nn.Dense(self.embed_dim, name="embed_reward")(flat(ctx.rewards)[..., None]))
+        x = jnp.concatenate([s, a, r], axis=-1)
+        mask = flat(ctx.mask)
+        cell = nn.GRUCell(self.gru_dim, name="gru")
+        carry = jnp.zeros((x.shape[0], self.gru_dim), x.dtype)
+        for i in range(h):  # h is small (4): unrolled; padded steps leave the state as it was
+            new, _ = cell(carry, x[:, i])
+            carry = jnp.where(mask[:, i, None] > 0, new, carry)
+        z = nn.Dense(self.latent_dim, name="to_latent")(carry)
+        return z.reshape(*lead, self.latent_dim)
+
+
+def _mlp(hidden: int, out: int, name: str) -> nn.Module:
+    return nn.Sequential(
+        [nn.Dense(hidden), nn.relu, nn.Dense(hidden), nn.relu, nn.Dense(out)], name=name
+    )
+
+
+class WorldModel(nn.Module):
+    """``(ctx, s, a, s') -> (z, r_hat, s'_hat)``; ``method=WorldModel.encode`` gives z alone and
+    ``method=WorldModel.errors`` the per-step prediction errors."""
+
+    config: WorldModelConfig
+    obs_dim: int
+
+    def setup(self):
+        c = self.config
+        self.encoder = ContextEncoder(c.latent_dim, c.embed_dim, c.gru_dim)
+        self.reward_decoder = _mlp(c.hidden_dim, 1, "reward_decoder")
+        self.state_decoder = _mlp(c.hidden_dim, self.obs_dim, "state_decoder")
+
+    def encode(self, ctx: Context) -> jax.Array:
+        return self.encoder(ctx)
+
+    def __call__(self, ctx: Context, obs, actions, next_obs):
+        z = self.encoder(ctx)
+        r_hat = self.reward_decoder(jnp.concatenate([obs, actions, next_obs, z], -1))[..., 0]
+        s_hat = self.state_decoder(jnp.concatenate([obs, actions, z], -1))
+        return z, r_hat, s_hat
+
+    def errors(self, ctx: Context, obs, actions, rewards, next_obs):
+        """Per-step error |r_hat - r| (+ weight * mean |s'_hat - s'|): what the self-guided
+        prompt maximizes."""
+        _, r_hat, s_hat = self(ctx, obs, actions, next_obs)
+        err = jnp.abs(r_hat - rewards)
+        if self.config.state_loss_weight > 0:
+            err = err + self.config.state_loss_weight * jnp.abs(s_hat - next_obs).mean(-1)
+        return err
+
+
+def context_at(obs, actions, rewards, t: jax.Array, horizon: int) -> Context:
+    """The context of step ``t`` of ONE episode (arrays ``[L, ...]``): transitions t-h .. t-1."""
+    j = t - horizon + jnp.arange(horizon)
+    valid = j >= 0
+    jj = jnp.clip(j, 0, obs.shape[0] - 1)
+
+    def take(x):
+        x = x[jj]
+        return jnp.where(valid.reshape(-1, *([1] * (x.ndim - 1))), x, jnp.zeros_like(x))
+
+    return Context(take(obs), take(actions), take(rewards), valid.astype(jnp.float32))
+
+
+def train_world_model(
+    model: WorldModel,
+    key: jax.Array,
+    obs,
+    actions,
+    rewards,
+    next_obs,
+    lengths,
+    episodes: jax.Array,
+    config: WorldModelConfig,
+):
+    """Trains ``model`` on the transitions of ``episodes`` (indices into ``[N, L]`` arrays;
+    ``actions`` one-hot for discrete) with Adam; jittable. Returns (params, final loss)."""
+    weights = lengths[episodes].astype(jnp.float32)
+    weights = weights / weights.sum()
+    tx = optax.adam(config.lr)
+
+    def batch(key):
+        k_ep, k_t = jax.random.split(key)
+        ep = episodes[jax.random.choice(k_ep, episodes.shape[0], (config.batch_size,), p=weights)]
+        t = jnp.floor(jax.random.uniform(k_t, (config.batch_size,)) * lengths[ep]).astype(jnp.int32)
+        ctx = jax.vmap(
+            lambda e, tt: context_at(obs[e], actions[e], rewards[e], tt, config.horizon)
+        )(ep, t)
+        return ctx, obs[ep, t], actions[ep, t], rewards[ep, t], next_obs[ep, t]
+
+    def loss_fn(params, b):
+        ctx, s, a, r, s2 = b
+        _, r_hat, s_hat = model.apply(params, ctx, s, a, s2)
+        return jnp.mean((r_hat - r) ** 2) + config.state_loss_weight * jnp.mean((s_hat - s2) ** 2)
+
+    init_key, key = jax.random.split(key)
+    ctx, s, a, _, s2 = batch(init_key)
+    params = model.init(init_key, ctx, s, a, s2)
+    opt_state = tx.init(params)
+
+    def step(carry, key):
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch(key))
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    (params, _), losses = jax.lax.scan(
+        step, (params, opt_state), jax.random.split(key, config.steps)
+    )
+    return params, losses

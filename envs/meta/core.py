@@ -1,0 +1,105 @@
+"""Task families: JAX envs whose params carry the task, with fixed, seeded train/test splits.
+
+A family samples tasks (``sample_task(key) -> task pytree``) and runs an episode of one task
+(``reset_task(key, params, task)``; ``step`` reads the task from the env state). Its params
+hold a *set* of tasks, ``params.tasks`` (stacked, leading axis = task), and ``reset`` draws one
+of them uniformly, so one params pytree can mean "one task" (a set of one), "the training
+split" or "the test split":
+
+    family.split("train")          # the training tasks, stacked (deterministic, seeded)
+    family.params_for(tasks)       # params whose reset draws from ``tasks``
+    family.default_params          # the training split
+    family.eval_params(params)     # the test split (held out; evaluation uses it)
+
+The splits come from ``split_seed`` only: ``num_train + num_test`` tasks are drawn from it once,
+the first ``num_train`` train and the rest test, so they are reproducible and disjoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax import struct
+
+from seqrl.envs.core import Environment
+
+SPLITS = ("train", "test", "all")
+
+
+@struct.dataclass
+class FamilyParams:
+    tasks: Any  # task pytree, leading axis = task
+    max_steps_in_episode: int = struct.field(pytree_node=False, default=200)
+    # 0: plain episodes; n > 0: trials of n episodes of one task (see envs/meta/trials.py)
+    episodes_per_trial: int = struct.field(pytree_node=False, default=0)
+
+
+def task_at(tasks: Any, index: jax.Array) -> Any:
+    return jax.tree.map(lambda x: x[index], tasks)
+
+
+def num_tasks(tasks: Any) -> int:
+    return int(jax.tree.leaves(tasks)[0].shape[0])
+
+
+class TaskFamily(Environment):
+    """Base class of task families (see the module docstring). Subclasses implement
+    ``sample_task``, ``reset_task``, ``step``, the spaces and set ``episode_length``."""
+
+    episode_length: int = 200
+
+    def __init__(self, num_train: int, num_test: int, split_seed: int = 0):
+        if num_train < 1 or num_test < 0:
+            raise ValueError(
+                f"num_train must be >= 1 and num_test >= 0, got {num_train}/{num_test}"
+            )
+        self.num_train = num_train
+        self.num_test = num_test
+        self.split_seed = split_seed
+        self._all = None
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def sample_task(self, key: jax.Array) -> Any:
+        raise NotImplementedError
+
+    def reset_task(self, key: jax.Array, params: Any, task: Any) -> tuple[jax.Array, Any]:
+        raise NotImplementedError
+
+    def split(self, name: str) -> Any:
+        """The tasks of split ``name`` (``train``, ``test`` or ``all`` = train then test)."""
+        if name not in SPLITS:
+            raise ValueError(f"split {name!r} is not one of {', '.join(SPLITS)}")
+        if self._all is None:
+            keys = jax.random.split(
+                jax.random.PRNGKey(self.split_seed), self.num_train + self.num_test
+            )
+            self._all = jax.vmap(self.sample_task)(keys)
+        if name == "all":
+            return self._all
+        part = slice(0, self.num_train) if name == "train" else slice(self.num_train, None)
+        return jax.tree.map(lambda x: x[part], self._all)
+
+    def params_for(self, tasks: Any) -> FamilyParams:
+        return FamilyParams(tasks=tasks, max_steps_in_episode=self.episode_length)
+
+    @property
+    def default_params(self) -> FamilyParams:
+        return self.params_for(self.split("train"))
+
+    def eval_params(self, params: FamilyParams) -> FamilyParams:
+        """The held-out split: evaluation runs on tasks never used in training."""
+        return params.replace(tasks=self.split("test"))
+
+    def single_task_params(self, tasks: Any) -> FamilyParams:
+        """Params of each task alone, stacked (leading axis = task): vmap over them to run one
+        agent or one rollout per task."""
+        return self.params_for(jax.tree.map(lambda x: x[:, None], tasks))
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    def reset(self, key, params):
+        key_task, key_reset = jax.random.split(key)
+        index = jax.random.randint(key_task, (), 0, num_tasks(params.tasks))
+        return self.reset_task(key_reset, params, task_at(params.tasks, index))

@@ -1,0 +1,477 @@
+"""Few-shot and zero-shot evaluation on a task family's held-out tasks (``seqrl eval-meta``).
+
+Every agent is run on the same tasks (``family.split(split)``) and scored the same way: the
+return of each task (mean over episodes and seeds), mean +- std over tasks and seeds, and the
+normalized score ``(R - R_random) / (R_oracle - R_random)`` per task, with R_random the return
+of uniformly random actions and R_oracle the family's oracle policy (where it has one) or the
+best return of the expert demos.
+
+Protocols (REFERENCE.md section 6):
+
+- Meta-DT, zero-shot: no demonstrations; the task vector z comes from the agent's own last h
+  transitions of the current episode.
+- Meta-DT, few-shot: a zero-shot episode first; the length-k segment of it with the largest
+  world-model error becomes the prompt of the evaluated episode (no expert data).
+- Prompt-DT, few-shot: the prompt is the last k steps of an expert demo of the test task
+  (privileged information, as in the Prompt-DT paper); zero-shot: no prompt.
+- In-context PPO (S5 across tasks, trials of several episodes): zero-shot = the first episode of
+  a trial, few-shot = the second (after one episode of experience of the task).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqrl.errors import UserError
+
+MODES = ("zero-shot", "few-shot")
+PROTOCOLS = ("meta-dt", "prompt-dt")
+
+
+def parse_mode(text: str) -> str:
+    """``zero-shot`` / ``few-shot`` (no bool parsing: ``False`` is an error, not True)."""
+    if text not in MODES:
+        raise UserError(f"--mode must be one of {', '.join(MODES)}, got {text!r}")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Rolling out one episode per lane (a lane = one task x one episode)
+# ---------------------------------------------------------------------------------------------
+
+
+def lane_params(family, tasks, per_task: int):
+    """Single-task params for ``per_task`` lanes of each task (task-major)."""
+    rep = jax.tree.map(lambda x: jnp.repeat(x, per_task, axis=0), tasks)
+    return family.single_task_params(rep)
+
+
+def rollout(family, params, key, act, observe, carry, length: int):
+    """One episode per lane, ``length`` steps at most (jittable). ``act(carry, obs, t, key) ->
+    (carry, action)``; ``observe(carry, action, reward) -> carry``. Returns the carry and the
+    trajectories ``{obs, actions, rewards, next_obs, valid}`` ([lanes, length, ...]) and
+    ``returns`` [lanes]."""
+    lanes = jax.tree.leaves(params)[0].shape[0]
+    key, reset_key = jax.random.split(key)
+    obs, state = jax.vmap(family.reset)(jax.random.split(reset_key, lanes), params)
+
+    def step(c, t):
+        carry, obs, state, alive, key = c
+        key, act_key, step_key = jax.random.split(key, 3)
+        carry, action = act(carry, obs, t, act_key)
+        next_obs, state, reward, term, trunc, _ = jax.vmap(family.step)(
+            jax.random.split(step_key, lanes), state, action, params
+        )
+        carry = observe(carry, action, reward)
+        rec = {
+            "obs": obs,
+            "actions": action,
+            "rewards": reward * alive,
+            "next_obs": next_obs,
+            "valid": alive,
+        }
+        alive = alive * (1.0 - jnp.logical_or(term, trunc).astype(jnp.float32))
+        return (carry, next_obs, state, alive, key), rec
+
+    init = (carry, obs, state, jnp.ones(lanes), key)
+    (carry, *_), traj = jax.lax.scan(step, init, jnp.arange(length))
+    traj = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj)
+    return carry, traj, traj["rewards"].sum(1)
+
+
+def reference_returns(family, tasks, key, episodes: int = 16) -> dict[str, np.ndarray]:
+    """Per task: the return of uniformly random actions and of the family's oracle (NaN when
+    the family has none), ``episodes`` episodes each."""
+    n = jax.tree.leaves(tasks)[0].shape[0]
+    params = lane_params(family, tasks, episodes)
+    space = family.action_space(family.default_params)
+    length = family.episode_length
+
+    def random_act(carry, obs, t, key):
+        return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
+
+    observe = lambda carry, action, reward: carry
+    _, _, random = jax.jit(lambda k: rollout(family, params, k, random_act, observe, (), length))(
+        key
+    )
+    out = {"random": np.asarray(random).reshape(n, episodes).mean(1)}
+    if hasattr(family, "oracle_action"):
+        # the oracle reads the env state, so it steps the family itself
+        def oracle(key):
+            lanes = n * episodes
+            obs, state = jax.vmap(family.reset)(jax.random.split(key, lanes), params)
+
+            def step(c, _):
+                state, total, alive = c
+                action = jax.vmap(family.oracle_action)(state)
+                _, state, r, term, trunc, _ = jax.vmap(family.step)(
+                    jax.random.split(key, lanes), state, action, params
+                )
+                total = total + r * alive
+                return (state, total, alive * ~jnp.logical_or(term, trunc)), None
+
+            (_, total, _), _ = jax.lax.scan(
+                step, (state, jnp.zeros(lanes), jnp.ones(lanes)), None, length
+            )
+            return total
+
+        out["oracle"] = np.asarray(jax.jit(oracle)(key)).reshape(n, episodes).mean(1)
+    else:
+        out["oracle"] = np.full(n, np.nan)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Meta-DT / Prompt-DT / plain DT
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class MetaAgent:
+    """Acting for :mod:`seqrl.agents.meta_dt` models (built by its ``make_trainer``)."""
+
+    config: Any
+    family: Any
+    model: Any
+    world_model: Any
+    data: Any
+    encode: Any
+
+    def _prompt_demos(self, split: str):
+        """Prompt-DT: the last k steps of the first expert demo of each task of ``split``."""
+        from seqrl.agents.dt import returns_to_go
+        from seqrl.agents.meta_dt import load_meta_dataset
+
+        traj, tasks, _ = load_meta_dataset(self.config.prompt_dataset, self.family, split)
+        first = self.family.num_train if split == "test" else 0
+        wanted = range(first, first + jax.tree.leaves(self.family.split(split))[0].shape[0])
+        rows = []
+        for task in wanted:
+            hits = np.nonzero(tasks == task)[0]
+            if hits.size == 0:
+                raise UserError(
+                    f"prompt dataset {self.config.prompt_dataset} has no demo of task {task}"
+                )
+            rows.append(int(hits[0]))
+        rows = np.asarray(rows)
+        k = self.config.meta.prompt_length
+        lengths = np.asarray(traj.lengths)[rows]
+        rtg = np.asarray(returns_to_go(jnp.asarray(traj.rewards)[rows], jnp.asarray(lengths)))
+        idx = (lengths - k)[:, None] + np.arange(k)[None]
+        take = lambda x: np.take_along_axis(
+            np.asarray(x)[rows], idx.reshape(idx.shape + (1,) * (np.ndim(x) - 2)), axis=1
+        )
+        return {
+            "obs": take(traj.obs),
+            "actions": take(traj.actions),
+            "rtg": np.take_along_axis(rtg, idx, 1),
+            "timesteps": idx.astype(np.int32),
+        }
+
+    def evaluate(
+        self,
+        state,
+        key,
+        split: str,
+        mode: str,
+        protocol: str,
+        rounds: int,
+        deterministic: bool = True,
+    ) -> dict[str, jax.Array]:
+        """Returns ``{"returns": [tasks, rounds * num_envs]}`` (jittable in ``state``/``key``)."""
+        from seqrl.agents.dt import Window
+
+        c, fam = self.config, self.family
+        d, m, wmc = c.dt, c.meta, c.world_model
+        k, h, kp = d.context, wmc.horizon, m.prompt_length
+        tasks = fam.split(split)
+        n = jax.tree.leaves(tasks)[0].shape[0]
+        per = c.num_envs
+        lanes = n * per
+        params = lane_params(fam, tasks, per)
+        obs_dim = self.data.windows.obs.shape[2:]
+        act = self.data.windows.actions
+        act_shape, act_dtype = act.shape[2:], act.dtype
+        a_wm = self.data.actions_wm.shape[2]
+        length = fam.episode_length
+        discrete = act_dtype == jnp.int32
+        scale = d.return_scale
+
+        def empty_prompt():
+            return Window(
+                obs=jnp.zeros((lanes, kp, *obs_dim)),
+                actions=jnp.zeros((lanes, kp, *act_shape), act_dtype),
+                rtg=jnp.zeros((lanes, kp)),
+                timesteps=jnp.zeros((lanes, kp), jnp.int32),
+                mask=jnp.zeros((lanes, kp)),
+            )
+
+        def initial_carry(prompt):
+            return {
+                "obs": jnp.zeros((lanes, k, *obs_dim)),
+                "actions": jnp.zeros((lanes, k, *act_shape), act_dtype),
+                "rtg": jnp.zeros((lanes, k)),
+                "timesteps": jnp.zeros((lanes, k), jnp.int32),
+                "mask": jnp.zeros((lanes, k)),
+                "z": jnp.zeros((lanes, k, wmc.latent_dim)),
+                "ctx_obs": jnp.zeros((lanes, h, *obs_dim)),
+                "ctx_actions": jnp.zeros((lanes, h, a_wm)),
+                "ctx_rewards": jnp.zeros((lanes, h)),
+                "ctx_mask": jnp.zeros((lanes, h)),
+                "rtg_now": jnp.broadcast_to(state.target_return, (lanes,)),
+                "prompt": prompt,
+            }
+
+        push = lambda buf, new: jnp.concatenate([buf[:, 1:], new[:, None]], axis=1)
+        normalize = lambda obs: (obs - state.obs_mean) / state.obs_std
+        use_prompt = m.prompt != "none"
+
+        def act_fn(carry, obs, t, key):
+            from seqrl.agents.world_model import Context
+
+            carry = dict(carry)
+            z = jnp.zeros((lanes, wmc.latent_dim))
+            if m.context:
+                ctx = Context(
+                    carry["ctx_obs"], carry["ctx_actions"], carry["ctx_rewards"], carry["ctx_mask"]
+                )
+                z = self.encode(state.wm_params, ctx, (lanes,))
+            carry["obs"] = push(carry["obs"], normalize(obs))
+            carry["actions"] = push(carry["actions"], jnp.zeros((lanes, *act_shape), act_dtype))
+            carry["rtg"] = push(carry["rtg"], carry["rtg_now"])
+            carry["timesteps"] = push(carry["timesteps"], jnp.full((lanes,), t, jnp.int32))
+            carry["mask"] = push(carry["mask"], jnp.ones(lanes))
+            carry["z"] = push(carry["z"], z)
+            win = Window(
+                carry["obs"], carry["actions"], carry["rtg"], carry["timesteps"], carry["mask"]
+            )
+            dist = self.model.apply(
+                state.params,
+                win,
+                carry["z"] if m.context else None,
+                carry["prompt"] if use_prompt else None,
+            )
+            action = (dist.mode() if deterministic else dist.sample(key))[:, -1]
+            carry["actions"] = carry["actions"].at[:, -1].set(action)
+            return carry, action
+
+        def observe(carry, action, reward):
+            carry = dict(carry)
+            a = jax.nn.one_hot(action, a_wm) if discrete else action.reshape(lanes, -1)
+            carry["ctx_obs"] = push(carry["ctx_obs"], carry["obs"][:, -1])
+            carry["ctx_actions"] = push(carry["ctx_actions"], a)
+            carry["ctx_rewards"] = push(carry["ctx_rewards"], reward)
+            carry["ctx_mask"] = push(carry["ctx_mask"], jnp.ones(lanes))
+            carry["rtg_now"] = carry["rtg_now"] - reward / scale
+            return carry
+
+        def self_guided_prompt(traj, key) -> Window:
+            """The highest-error length-k segment of each lane's own zero-shot episode."""
+            from seqrl.agents.world_model import WorldModel, context_at
+
+            obs_n = normalize(traj["obs"])
+            next_n = normalize(traj["next_obs"])
+            a = traj["actions"]
+            a_1h = jax.nn.one_hot(a, a_wm) if discrete else a.reshape(lanes, length, -1)
+            r = traj["rewards"]
+            t = jnp.arange(length)
+            ctx = jax.vmap(lambda o, aa, rr: jax.vmap(lambda tt: context_at(o, aa, rr, tt, h))(t))(
+                obs_n, a_1h, r
+            )
+            err = self.world_model.apply(
+                state.wm_params, ctx, obs_n, a_1h, r, next_n, method=WorldModel.errors
+            )
+            err = err * traj["valid"]
+            sums = jnp.stack([err[:, j : j + kp].sum(1) for j in range(length - kp + 1)], 1)
+            if m.prompt == "random":
+                start = jax.random.randint(key, (lanes,), 0, length - kp + 1)
+            else:
+                start = jnp.argmax(sums, axis=1)
+            idx = start[:, None] + jnp.arange(kp)[None]
+            rtg = jnp.cumsum(r[:, ::-1], axis=1)[:, ::-1] / scale
+            take = lambda x: jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), 1)
+            return Window(
+                obs=take(obs_n),
+                actions=take(a.astype(act_dtype)),
+                rtg=take(rtg),
+                timesteps=idx.astype(jnp.int32),
+                mask=take(traj["valid"]),
+            )
+
+        def demo_prompt() -> Window:
+            demos = self._prompt_demos(split)
+            rep = lambda x: jnp.repeat(jnp.asarray(x), per, axis=0)
+            return Window(
+                obs=normalize(rep(demos["obs"])),
+                actions=rep(demos["actions"]).astype(act_dtype),
+                rtg=rep(demos["rtg"]) / scale,
+                timesteps=rep(demos["timesteps"]),
+                mask=jnp.ones((lanes, kp)),
+            )
+
+        def one_round(key):
+            key_zero, key_few = jax.random.split(key)
+            run = lambda prompt, key: rollout(
+                fam, params, key, act_fn, observe, initial_carry(prompt), length
+            )
+            if mode == "zero-shot" or not use_prompt:
+                return run(empty_prompt(), key_zero)[2]
+            if protocol == "prompt-dt":
+                return run(demo_prompt(), key_few)[2]
+            _, traj, _ = run(empty_prompt(), key_zero)
+            return run(self_guided_prompt(traj, key_few), key_few)[2]
+
+        returns = jax.lax.map(one_round, jax.random.split(key, rounds))  # [rounds, lanes]
+        returns = returns.reshape(rounds, n, per).transpose(1, 0, 2).reshape(n, rounds * per)
+        return {"returns": returns}
+
+
+# ---------------------------------------------------------------------------------------------
+# In-context PPO (trials across tasks)
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_incontext(trainer, config, state, key, split: str, episodes: int):
+    """``{"zero-shot": [tasks, episodes], "few-shot": [tasks, episodes]}``: first and second
+    episode of a trial on each task of ``split`` (the policy's memory persists in a trial)."""
+    from seqrl.envs import make_raw
+    from seqrl.evaluate import episode_returns
+
+    family = make_raw(config.env, **config.env_kwargs)
+    if getattr(family, "episodes_per_trial", 0) < 2:
+        raise UserError(
+            f"run trains on {config.env} without trials of >= 2 episodes "
+            "(env_kwargs.episodes_per_trial): it has no in-context protocol"
+        )
+    venv, _ = trainer.parts["rollout_env"](state, episodes)
+    tasks = family.split(split)
+    params = family.single_task_params(tasks)
+    net = trainer.parts["network"]
+
+    def per_task(p, key):
+        return episode_returns(
+            trainer.parts["policy_step"](state, True),
+            net.initialize_carry(episodes),
+            venv,
+            p,
+            key,
+            config.loop.eval_max_steps,
+            family.episodes_per_trial,
+        )["episode_returns"]
+
+    n = jax.tree.leaves(tasks)[0].shape[0]
+    out = jax.vmap(per_task)(params, jax.random.split(key, n))  # [tasks, episodes, k]
+    return {"zero-shot": out[..., 0], "few-shot": out[..., 1]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+
+def summarize(returns: np.ndarray, refs: dict[str, np.ndarray]) -> dict:
+    """``returns``: [seeds, tasks, episodes]."""
+    per_task = returns.mean(axis=2)  # [seeds, tasks]
+    norm = (per_task - refs["random"][None]) / (refs["oracle"] - refs["random"])[None]
+    return {
+        "return_mean": float(per_task.mean()),
+        "return_std": float(per_task.std()),
+        "normalized_mean": float(np.nanmean(norm)),
+        "normalized_std": float(np.nanstd(norm)),
+        "per_task_return": [float(r) for r in per_task.mean(0)],
+        "per_task_normalized": [float(r) for r in np.nanmean(norm, 0)],
+        "random_return": [float(r) for r in refs["random"]],
+        "oracle_return": [float(r) for r in refs["oracle"]],
+    }
+
+
+def eval_meta(
+    run_dir: str | Path,
+    mode: str,
+    split: str = "test",
+    protocol: str | None = None,
+    rounds: int = 4,
+    seed: int = 0,
+    log=print,
+) -> dict:
+    """Evaluates a trained run on ``split`` under ``mode`` and ``protocol``; writes
+    ``eval_meta_<mode>_<split>.json`` into the run directory and returns it."""
+    from seqrl import config as cfg
+    from seqrl.api import resolve_config
+    from seqrl.checkpoint import Checkpointer
+    from seqrl.envs import make_raw
+    from seqrl.envs.meta import SPLITS
+    from seqrl.loop import seed_keys, write_json_atomic
+    from seqrl.runtime import configure_jax
+
+    mode = parse_mode(mode)
+    if split not in SPLITS[:2]:
+        raise UserError(f"--split must be train or test, got {split!r}")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    configure_jax()
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
+    conf = resolve_config(None, None, resume=run_dir)
+    if protocol is None:
+        protocol = "prompt-dt" if conf.agent == "prompt_dt" else "meta-dt"
+    if not conf.env.startswith("meta/"):
+        raise UserError(f"run {run_dir} trained on {conf.env}, not a task family (meta/...)")
+    if protocol == "prompt-dt" and not getattr(conf, "prompt_dataset", ""):
+        raise UserError(f"run {run_dir} has no prompt_dataset: --protocol prompt-dt needs one")
+    trainer = cfg.agent_module(conf.agent).make_trainer(conf)
+    keys = seed_keys(conf.seed, conf.num_seeds)
+    abstract = jax.eval_shape(jax.vmap(trainer.init), keys)
+    ckpt = Checkpointer(run_dir / "checkpoints")
+    if not ckpt.steps():
+        raise UserError(f"run {run_dir} has no checkpoint")
+    states, _ = ckpt.restore(abstract)
+    key = jax.random.PRNGKey(seed)
+    family = make_raw(conf.env, **conf.env_kwargs)
+    family = getattr(family, "family", family)  # trials -> the family
+    if conf.agent == "ppo":
+        fn = jax.jit(
+            jax.vmap(
+                lambda s, k: evaluate_incontext(trainer, conf, s, k, split, rounds * conf.num_envs)[
+                    mode
+                ]
+            )
+        )
+    elif conf.agent == "meta_dt" or "meta_agent" in trainer.parts:
+        agent = trainer.parts["meta_agent"]
+        fn = jax.jit(
+            jax.vmap(lambda s, k: agent.evaluate(s, k, split, mode, protocol, rounds)["returns"])
+        )
+    else:
+        raise UserError(f"run {run_dir} ({conf.agent}) has no meta-RL evaluation")
+    returns = np.asarray(fn(states, jax.random.split(key, conf.num_seeds)))
+    refs = reference_returns(family, family.split(split), jax.random.fold_in(key, 1))
+    result = {
+        "run_dir": str(run_dir),
+        "agent": conf.agent,
+        "env": conf.env,
+        "mode": mode,
+        "split": split,
+        "protocol": protocol,
+        "seeds": conf.num_seeds,
+        "episodes_per_task": int(returns.shape[2]),
+        **summarize(returns, refs),
+    }
+    out = run_dir / f"eval_meta_{mode}_{split}.json"
+    write_json_atomic(out, result)
+    log(
+        f"{conf.agent} {mode} ({protocol}) on {split} tasks: return "
+        f"{result['return_mean']:.2f} +- {result['return_std']:.2f}, normalized "
+        f"{result['normalized_mean']:.3f} +- {result['normalized_std']:.3f}"
+    )
+    for i, (r, s) in enumerate(zip(result["per_task_return"], result["per_task_normalized"])):
+        log(f"  task {i}: return {r:8.2f}  normalized {s:6.3f}")
+    log(f"results: {out}")
+    return result
