@@ -239,6 +239,14 @@ def _one_hot_actions(actions, action_space):
     return jnp.asarray(actions, jnp.float32).reshape(*actions.shape[:2], -1)
 
 
+def best_per_task(weights: jax.Array, segment_range: jax.Array) -> jax.Array:
+    """For each task, the row in its ``[lo, hi)`` range of ``segment_range`` with the largest
+    weight (world-model error): the self-guided prompt of training."""
+    rows = jnp.arange(weights.shape[0])
+    in_task = (rows[None] >= segment_range[:, :1]) & (rows[None] < segment_range[:, 1:])
+    return jnp.argmax(jnp.where(in_task, weights[None], -jnp.inf), axis=1).astype(jnp.int32)
+
+
 # ---------------------------------------------------------------------------------------------
 # The algorithm
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +262,7 @@ class LearnerState:
     obs_std: jax.Array
     wm_params: Any  # the frozen world model (None when unused)
     wm_loss: jax.Array  # its final training loss
+    z_table: jax.Array  # [N, L, Z] task vector of every training step (frozen encoder)
     segment_weights: jax.Array  # [W] world-model error of each segment (prompt choice)
     best_segment: jax.Array  # [num_tasks] row of ``segments`` with the largest error
     target_return: jax.Array  # scaled
@@ -359,11 +368,6 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         starts = data.segments[:, 1][:, None] + jnp.arange(kp)[None]
         return per_step[data.segments[:, 0][:, None], starts].sum(1)
 
-    def best_per_task(weights: jax.Array, segment_range: jax.Array) -> jax.Array:
-        rows = jnp.arange(weights.shape[0])
-        in_task = (rows[None] >= segment_range[:, :1]) & (rows[None] < segment_range[:, 1:])
-        return jnp.argmax(jnp.where(in_task, weights[None], -jnp.inf), axis=1).astype(jnp.int32)
-
     def init(key: jax.Array) -> LearnerState:
         key, wm_key, init_key = jax.random.split(key, 3)
         if config.uses_world_model:
@@ -381,9 +385,13 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
             )
             wm_loss = losses[-100:].mean()
             weights = segment_errors(wm_params, data)
+            n, length = data.rewards.shape
+            ep, t = jnp.repeat(jnp.arange(n), length), jnp.tile(jnp.arange(length), n)
+            z_table = encode(wm_params, contexts(data, ep, t), (n, length))
         else:
             wm_params, wm_loss = None, jnp.zeros(())
             weights = jnp.ones(data.segments.shape[0])
+            z_table = jnp.zeros((1, 1, wmc.latent_dim))
         batch, z, prompt = sample(init_key, data, 1, None)
         params = model.init(init_key, batch, z, prompt)
         return LearnerState(
@@ -395,6 +403,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
             obs_std=jnp.asarray(obs_std),
             wm_params=wm_params,
             wm_loss=wm_loss,
+            z_table=z_table if m.context else jnp.zeros((1, 1, wmc.latent_dim)),
             segment_weights=weights,
             best_segment=best_per_task(weights, data.segment_range),
             target_return=jnp.asarray(target / d.return_scale, jnp.float32),
@@ -424,8 +433,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
             if state is None:
                 z = jnp.zeros((batch, k, wmc.latent_dim))
             else:
-                ctx = contexts(data, jnp.repeat(ep, k), win.timesteps)
-                z = encode(state.wm_params, ctx, (batch, k)) * win.mask[..., None]
+                z = state.z_table[ep[:, None], win.timesteps] * win.mask[..., None]
         prompt = None
         if use_prompt:
             task = data.tasks[ep]

@@ -41,6 +41,17 @@ def parse_mode(text: str) -> str:
     return text
 
 
+def window_sums(errors: jax.Array, k: int) -> jax.Array:
+    """``errors[..., L]`` summed over every length-``k`` window: ``[..., L - k + 1]``."""
+    c = jnp.concatenate([jnp.zeros(errors.shape[:-1] + (1,)), jnp.cumsum(errors, -1)], -1)
+    return c[..., k:] - c[..., :-k]
+
+
+def max_error_start(errors: jax.Array, k: int) -> jax.Array:
+    """Start of the length-``k`` window with the largest summed error (the self-guided prompt)."""
+    return jnp.argmax(window_sums(errors, k), axis=-1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Rolling out one episode per lane (a lane = one task x one episode)
 # ---------------------------------------------------------------------------------------------
@@ -288,11 +299,10 @@ class MetaAgent:
                 state.wm_params, ctx, obs_n, a_1h, r, next_n, method=WorldModel.errors
             )
             err = err * traj["valid"]
-            sums = jnp.stack([err[:, j : j + kp].sum(1) for j in range(length - kp + 1)], 1)
             if m.prompt == "random":
                 start = jax.random.randint(key, (lanes,), 0, length - kp + 1)
             else:
-                start = jnp.argmax(sums, axis=1)
+                start = max_error_start(err, kp)
             idx = start[:, None] + jnp.arange(kp)[None]
             rtg = jnp.cumsum(r[:, ::-1], axis=1)[:, ::-1] / scale
             take = lambda x: jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), 1)
