@@ -358,7 +358,8 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         state = state.replace(
             params=params, opt_state=opt_state, key=key, update_step=state.update_step + 1
         )
-        return state, {"loss": loss, **stats, "lr": schedule(state.update_step)}
+        metrics = {"loss": loss, **stats, "grad_norm": optax.tree.norm(grads)}
+        return state, {**metrics, "lr": schedule(state.update_step)}
 
     def action_distribution(state: LearnerState, windows: Window):
         """The predicted action distribution at every step of ``windows`` (``[B, K]``, in the

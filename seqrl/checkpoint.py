@@ -1,12 +1,25 @@
 """Checkpoints of the full learner state (params, optimizer, RNG, env and normalizer state,
 step) with orbax, plus a small JSON record of where the host loop stood.
 
-Orbax stores arrays (tensorstore/OCDBT) and JSON: nothing is ever unpickled on load.
+Safe and crash-proof by construction:
+
+- orbax writes each checkpoint into a temporary directory and renames it into place when it is
+  complete, so a run killed mid-save leaves the previous checkpoints intact (the leftover
+  temporary directory is removed when the directory is next opened);
+- a CRC-32 of the arrays is saved with them and checked on restore (orbax's array files carry
+  no checksum: a flipped bit would otherwise restore silently);
+- orbax stores arrays (tensorstore/OCDBT) and JSON, and its JSON files are parsed here first:
+  nothing is ever unpickled, and a damaged file is one error that names it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +27,44 @@ import jax
 import orbax.checkpoint as ocp
 
 from seqrl.errors import UserError
+from seqrl.files import checksum
 
-logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save at INFO
+# orbax logs every save at INFO and damaged files at ERROR: the errors raised here say it once
+logging.getLogger("absl").setLevel(logging.CRITICAL)
+
+
+def _quiet_failed_restore(hook: Callable) -> Callable:
+    """When one read of a restore fails, orbax closes its event loop while tensorstore still
+    completes the others: their callbacks fail with "Event loop is closed" and the abandoned
+    coroutines raise when collected, each printed as an "Exception ignored" traceback. The
+    restore already raised the error that matters: this hook drops those (and passes on
+    everything else)."""
+
+    def quiet(unraisable) -> None:
+        exc, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        if code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename:
+            return
+        hook(unraisable)
+
+    return quiet
+
+
+sys.unraisablehook = _quiet_failed_restore(sys.unraisablehook)
+
+# orbax's JSON files inside a checkpoint directory (relative paths; globs allowed)
+_JSON_FILES = (
+    "_CHECKPOINT_METADATA",
+    "meta/metadata",
+    "state/_METADATA",
+    "state/_sharding",
+    "state/array_metadatas/*",
+)
+
+
+def _warn(message: str) -> None:
+    print(f"seqrl: warning: {message}", file=sys.stderr)
 
 
 class Checkpointer:
@@ -28,12 +77,18 @@ class Checkpointer:
     def __init__(self, directory: str | Path, keep: int = 0, asynchronous: bool = False):
         self.asynchronous = asynchronous
         self.directory = Path(directory).absolute()
+        if self.directory.exists() and not self.directory.is_dir():
+            raise UserError(f"{self.directory} is not a checkpoint directory (it is a file)")
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep or None, create=True, enable_async_checkpointing=self.asynchronous
+            max_to_keep=keep or None,
+            create=True,
+            enable_async_checkpointing=self.asynchronous,
+            cleanup_tmp_directories=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state: Any, meta: dict) -> None:
+        meta = {**meta, "checksum": checksum(state)}
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -51,12 +106,59 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
-        """Restores into the structure of ``target`` (arrays or ``jax.ShapeDtypeStruct``s)."""
+    def restore(
+        self,
+        target: Any,
+        step: int | None = None,
+        log: Callable[[str], None] = _warn,
+    ) -> tuple[Any, dict]:
+        """Restores into the structure of ``target`` (arrays or ``jax.ShapeDtypeStruct``s).
+
+        Without ``step``, the newest checkpoint that restores: a damaged newer one is reported
+        through ``log`` (one line) and skipped.
+        """
         steps = self.steps()
         if not steps:
             raise UserError(f"no checkpoint found in {self.directory}")
-        step = steps[-1] if step is None else step
+        if step is not None:
+            if step not in steps:
+                raise UserError(
+                    f"no checkpoint {step} in {self.directory} (there are: "
+                    f"{', '.join(map(str, steps))})"
+                )
+            return self._restore(target, step)
+        failures: list[UserError] = []
+        for candidate in reversed(steps):
+            try:
+                state, meta = self._restore(target, candidate)
+            except UserError as e:
+                failures.append(e)
+                continue
+            if failures:
+                more = f" (and {len(failures) - 1} newer)" if len(failures) > 1 else ""
+                log(f"{failures[0]}{more}; using checkpoint {candidate} instead")
+            return state, meta
+        if len(failures) > 1:
+            raise UserError(f"{failures[0]} (and no older checkpoint restores either)")
+        raise failures[0]
+
+    def set_aside(self, steps: list[int]) -> Path:
+        """Moves the checkpoints ``steps`` (damaged ones) out of the way, into a sibling
+        ``<directory>-damaged/``, so that a resumed run can write those steps again."""
+        self.wait()
+        aside = self.directory.with_name(self.directory.name + "-damaged")
+        aside.mkdir(exist_ok=True)
+        for step in steps:
+            target, i = aside / str(step), 1
+            while target.exists():
+                target, i = aside / f"{step}-{i}", i + 1
+            shutil.move(self.directory / str(step), target)
+        self.manager.reload()
+        return aside
+
+    def _restore(self, target: Any, step: int) -> tuple[Any, dict]:
+        path = self.directory / str(step)
+        _check_files(path)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
             restored = self.manager.restore(
@@ -67,7 +169,28 @@ class Checkpointer:
             )
         except Exception as e:  # orbax raises many types for damaged or mismatched files
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"checkpoint {path} could not be restored: {msg[:200]}") from None
+        state, meta = restored["state"], dict(restored["meta"])
+        expected = meta.pop("checksum", None)
+        if expected is not None and checksum(state) != expected:
             raise UserError(
-                f"checkpoint {self.directory / str(step)} could not be restored: {msg[:200]}"
-            ) from None
-        return restored["state"], dict(restored["meta"])
+                f"checkpoint {path} is damaged: its arrays do not match the checksum saved "
+                "with them"
+            )
+        return state, meta
+
+
+def _check_files(path: Path) -> None:
+    """Parses orbax's JSON files (with ``json``, so a damaged one is an error naming it)."""
+    if not path.is_dir():
+        raise UserError(f"checkpoint {path} is not a directory")
+    for pattern in _JSON_FILES:
+        for file in sorted(path.glob(pattern)):
+            try:
+                json.loads(file.read_bytes())
+            except ValueError:  # JSON and Unicode errors alike
+                raise UserError(
+                    f"checkpoint file {file} is damaged or not an orbax file: not valid JSON"
+                ) from None
+            except OSError as e:
+                raise UserError(f"checkpoint file {file} cannot be read: {e.strerror}") from None

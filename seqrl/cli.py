@@ -197,9 +197,10 @@ def _eval(args) -> int:
     import numpy as np
 
     from seqrl import api
-    from seqrl.loop import write_json_atomic
+    from seqrl.files import ensure_writable_dir, write_json_atomic
 
     policy = api.load(args.run_dir)
+    ensure_writable_dir(args.run_dir, f"cannot write eval.json into {args.run_dir}")
     evaluation = policy.evaluate_all(
         args.episodes,
         args.seed,
@@ -243,10 +244,17 @@ def _collect(args) -> int:
 
 
 def _plot(args) -> int:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from seqrl.files import ensure_writable_dir
     from seqrl.plotting import plot_runs
 
     if args.labels and len(args.labels) != len(args.run_dirs):
         raise UserError(f"{len(args.labels)} labels for {len(args.run_dirs)} runs")
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if args.output.is_dir() or args.output.suffix.lower().lstrip(".") not in kinds:
+        raise UserError(f"output {args.output}: name an image file (plot.png, plot.pdf, ...)")
+    ensure_writable_dir(args.output.absolute().parent, f"cannot write {args.output}")
     out = plot_runs(args.run_dirs, args.output, args.labels)
     print(f"plot: {out}")
     return 0
@@ -263,6 +271,8 @@ def _envs(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
+        if argv is not None and any("\x00" in str(a) for a in argv):  # never from a shell
+            raise UserError("an argument contains a NUL byte")
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()

@@ -68,9 +68,8 @@ def _type_name(tp: Any) -> str:
         return "null"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        tp, str(tp)
-    )
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    return names.get(tp, "a mapping" if tp is dict else str(tp))
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
@@ -123,6 +122,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
             raise bad()
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"config key '{path}': {value!r} does not fit in 64 bits")
         return int(value)
     if tp is float:
         if not math.isfinite(value):
@@ -232,6 +233,8 @@ def read_yaml(path: str | Path) -> dict:
         raise UserError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise UserError(f"config file {path} cannot be read: {e.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
@@ -258,9 +261,9 @@ def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     """A YAML config as a dict; ``base: other.yaml`` (relative to the file) is loaded first and
     the file's keys are merged over it, so variants of a config state only what differs."""
     path = Path(path)
+    data = read_yaml(path)
     if path.resolve() in _chain:
         raise UserError(f"config file {path}: its 'base' chain loops back to itself")
-    data = read_yaml(path)
     base = data.pop("base", None)
     if base is None:
         return data
@@ -270,7 +273,7 @@ def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
 
 
 def config_class(agent: Any) -> type:
-    if agent not in AGENTS:
+    if not isinstance(agent, str) or agent not in AGENTS:
         raise ConfigError(
             f"config key 'agent': unknown agent {agent!r}; allowed: {', '.join(AGENTS)}"
         )
@@ -328,7 +331,10 @@ class LoopConfig:
     """The host loop around the jitted chunks of updates."""
 
     num_chunks: int = option(
-        20, "host iterations: progress, logs and checkpoints happen between chunks", ge=1
+        20,
+        "host iterations: progress, logs and checkpoints happen between chunks",
+        ge=1,
+        le=1_000_000,
     )
     checkpoint_every: int = option(1, "save a checkpoint every N chunks (and at the end)", ge=1)
     keep_checkpoints: int = option(0, "how many checkpoints to keep; 0 keeps all", ge=0)
@@ -381,7 +387,9 @@ class NetworkConfig:
             )
         if self.backbone in ("s5", "s4d") and self.state_size % 2:
             raise ConfigError(f"config key 'network.state_size' must be even for {self.backbone}")
-        if self.backbone == "s5" and (self.state_size // self.blocks) % 2:
+        if self.backbone == "s5" and (
+            self.state_size % self.blocks or self.state_size // self.blocks % 2
+        ):
             raise ConfigError(
                 "config key 'network.blocks' must divide network.state_size into even blocks, "
                 f"got state_size {self.state_size} and blocks {self.blocks}"

@@ -36,6 +36,7 @@ from flax import struct
 
 from seqrl.envs.spaces import Box, Discrete, Space
 from seqrl.errors import UserError
+from seqrl.files import checksum, ensure_writable_dir
 
 METADATA_FILE = "metadata.json"
 DATA_FILE = "main_data.hdf5"
@@ -144,13 +145,7 @@ def check_output_path(path: str | Path) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"output {path} already exists and is not an empty directory")
     parent = path.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{path.name}.write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write the dataset into {parent}: {e.strerror}") from None
+    ensure_writable_dir(parent, f"cannot write the dataset into {parent}")
     return path
 
 
@@ -225,6 +220,10 @@ def save_dataset(
         storage.update_episodes(episodes)
         if episode_metadata is not None:
             storage.update_episode_metadata(episode_metadata)
+        # HDF5 checksums only its metadata: a CRC-32 of the arrays as stored catches the rest
+        stored = _read_episodes(tmp / "data" / DATA_FILE, n)
+        own = {"env": meta.env, "info": meta.info, "checksum": _checksum(stored)}
+        storage.update_metadata({"seqrl": own})
         os.replace(tmp, path)  # replaces an empty directory too
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -326,14 +325,14 @@ def _read_field(group: Any, name: str, where: str) -> np.ndarray:
 def load_dataset(path: str | Path) -> tuple[Trajectories, DatasetMeta]:
     """Reads a Minari HDF5 dataset into padded device arrays (see :func:`resolve_dataset` for
     what ``path`` may be). Any problem is a one-line ``UserError`` naming the file and field."""
-    import h5py
-
     data_dir = resolve_dataset(path)
     meta_file = data_dir / METADATA_FILE
     try:
         metadata = json.loads(meta_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{meta_file}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise UserError(f"{meta_file}: cannot be read ({e.strerror})") from None
     if not isinstance(metadata, dict):
         raise UserError(f"{meta_file}: not a Minari metadata object")
     data_format = metadata.get("data_format", "hdf5")
@@ -347,38 +346,18 @@ def load_dataset(path: str | Path) -> tuple[Trajectories, DatasetMeta]:
     act_start = int(act_raw.get("start", 0)) if isinstance(act_space, Discrete) else 0
 
     data_file = data_dir / DATA_FILE
-    if not data_file.is_file():
-        raise UserError(f"{data_file}: file is missing")
-    try:
-        f = h5py.File(data_file, "r")
-    except OSError as e:
-        raise UserError(f"{data_file}: not a readable HDF5 file ({e})") from None
-    episodes = []
-    with f:
-        names = [k for k in f if re.fullmatch(r"episode_\d+", k)]
-        names.sort(key=lambda k: int(k.split("_")[1]))
-        if not names:
-            raise UserError(f"{data_file}: holds no episodes")
-        expected = metadata.get("total_episodes")
-        if isinstance(expected, int) and expected != len(names):
-            raise UserError(
-                f"{meta_file}: field 'total_episodes' is {expected} but {data_file.name} "
-                f"holds {len(names)} episodes"
-            )
-        first_dtypes: dict[str, tuple[np.dtype, str]] = {}
-        for name in names:
-            where = f"{data_file}: {name}"
-            group = f[name]
-            if not isinstance(group, h5py.Group):
-                raise UserError(f"{where}: is not a group of fields")
-            ep = {field: _read_field(group, field, where) for field in FIELDS}
-            for field, x in ep.items():
-                seen = first_dtypes.setdefault(field, (x.dtype, name))
-                if x.dtype != seen[0]:
-                    raise UserError(
-                        f"{where}/{field}: has dtype {x.dtype} but {seen[1]} has {seen[0]}"
-                    )
-            episodes.append(_check_episode(ep, where, obs_space, act_space, act_start))
+    expected = metadata.get("total_episodes")
+    stored = _read_episodes(data_file, expected if isinstance(expected, int) else None)
+    episodes = [
+        _check_episode(ep, f"{data_file}: {name}", obs_space, act_space, act_start)
+        for name, ep in stored
+    ]
+    own = metadata.get("seqrl")
+    crc = own.get("checksum") if isinstance(own, dict) else None
+    if crc is not None and crc != _checksum(stored):  # valid, yet not the data seqrl wrote
+        raise UserError(
+            f"{data_file}: damaged: its arrays do not match the checksum in {METADATA_FILE}"
+        )
 
     lengths = np.array([len(ep["rewards"]) for ep in episodes], np.int32)
     n, max_len = len(episodes), int(lengths.max())
@@ -412,6 +391,53 @@ def load_dataset(path: str | Path) -> tuple[Trajectories, DatasetMeta]:
         action_space=act_space,
         info=_info(metadata, data_dir, act_start),
     )
+
+
+def _read_episodes(data_file: Path, expected: int | None) -> list[tuple[str, dict]]:
+    """``(name, {field: array as stored})`` for every episode of a Minari HDF5 file, in order.
+    ``expected``: the number of episodes ``metadata.json`` announces."""
+    import h5py
+
+    if not data_file.is_file():
+        raise UserError(f"{data_file}: file is missing")
+    try:
+        f = h5py.File(data_file, "r")
+    except OSError as e:
+        raise UserError(f"{data_file}: not a readable HDF5 file ({e})") from None
+    episodes = []
+    try:
+        with f:
+            names = [k for k in f if re.fullmatch(r"episode_\d+", k)]
+            names.sort(key=lambda k: int(k.split("_")[1]))
+            if not names:
+                raise UserError(f"{data_file}: holds no episodes")
+            if expected is not None and expected != len(names):
+                raise UserError(
+                    f"{data_file.parent / METADATA_FILE}: field 'total_episodes' is {expected} "
+                    f"but {data_file.name} holds {len(names)} episodes"
+                )
+            first_dtypes: dict[str, tuple[np.dtype, str]] = {}
+            for name in names:
+                where = f"{data_file}: {name}"
+                group = f[name]
+                if not isinstance(group, h5py.Group):
+                    raise UserError(f"{where}: is not a group of fields")
+                ep = {field: _read_field(group, field, where) for field in FIELDS}
+                for field, x in ep.items():
+                    seen = first_dtypes.setdefault(field, (x.dtype, name))
+                    if x.dtype != seen[0]:
+                        raise UserError(
+                            f"{where}/{field}: has dtype {x.dtype} but {seen[1]} has {seen[0]}"
+                        )
+                episodes.append((name, ep))
+    except (OSError, KeyError, ValueError, RuntimeError) as e:  # h5py on damaged bytes
+        msg = str(e.args[0] if e.args else type(e).__name__).splitlines()[0]
+        raise UserError(f"{data_file}: damaged HDF5 file ({msg[:200]})") from None
+    return episodes
+
+
+def _checksum(episodes: list[tuple[str, dict]]) -> str:
+    return checksum([[ep[field] for field in FIELDS] for _, ep in episodes])
 
 
 def _check_episode(

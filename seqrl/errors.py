@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """An invalid configuration key, type or value."""
+
+
+class NonFiniteError(UserError):
+    """Training produced NaN or inf in the loss, the gradients or the parameters (usually a
+    hyperparameter such as the learning rate is too large): one line, exit 2."""

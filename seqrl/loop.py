@@ -5,15 +5,18 @@ over ``num_seeds``, runs ``lax.scan`` over a chunk of updates with the learner s
 and between chunks (on the host) advances the progress bar, writes ``metrics.jsonl`` and
 TensorBoard events, and saves checkpoints. At the end it evaluates the final policy on device and
 writes ``summary.json`` and ``curve.png``. ``--resume`` restores the latest checkpoint and goes
-on with the same chunks, so a resumed run ends with the same parameters as an uninterrupted one.
+on with the same chunks, so a resumed run ends with the same parameters as an uninterrupted one
+(also after a crash: checkpoints are committed atomically, and a damaged newest one is set aside
+in favour of the one before it).
+
+Every update is checked on device for NaN/inf (see :func:`nonfinite`): the first chunk that
+produces one stops the run before it is checkpointed, naming the update and the quantity.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import resource
 import time
 from collections.abc import Callable
@@ -26,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqrl import config as cfg
-from seqrl.errors import UserError
+from seqrl.errors import ConfigError, NonFiniteError, UserError
+from seqrl.files import ensure_free_space, ensure_writable_dir, write_json_atomic, write_text_atomic
 from seqrl.runtime import configure_jax, versions
 
 
@@ -35,9 +39,11 @@ class Trainer:
     """What an agent gives the loop (all functions are pure, for one seed).
 
     ``init(key) -> state``; ``update(state) -> (state, metrics)`` where metrics is a dict of
-    scalars including ``episode_return`` (NaN when no episode ended); ``evaluate(state, key,
-    num_episodes, deterministic) -> {"returns": [num_episodes], ...}`` (in-context envs add
-    ``"episode_returns": [num_episodes, episodes_per_trial]``).
+    scalars including ``episode_return`` (NaN when no episode ended), the loss (``loss`` and/or
+    ``*_loss``) and the gradient norm ``grad_norm`` (the loop stops on a non-finite one, or on
+    a non-finite ``state.params``); ``evaluate(state, key, num_episodes, deterministic) ->
+    {"returns": [num_episodes], ...}`` (in-context envs add ``"episode_returns":
+    [num_episodes, episodes_per_trial]``).
     """
 
     init: Callable[[jax.Array], Any]
@@ -77,15 +83,43 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(num_seeds))
 
 
+# what `nonfinite` checks, in order; its code i + 1 names NONFINITE[i]
+NONFINITE = ("loss", "gradients", "parameters")
+
+
+def nonfinite(state: Any, metrics: dict) -> jax.Array:
+    """0 when an update left everything finite, else ``1 + i`` for the first quantity
+    ``NONFINITE[i]`` that is not: the metrics ``loss`` and ``*_loss``, the metric
+    ``grad_norm``, then every array of ``state.params`` (one reduction each, on device)."""
+    groups = (
+        [v for k, v in metrics.items() if k == "loss" or k.endswith("_loss")],
+        [v for k, v in metrics.items() if k == "grad_norm"],
+        jax.tree.leaves(getattr(state, "params", state)),
+    )
+    code = jnp.int32(0)
+    for i in reversed(range(len(groups))):  # the first failing group wins
+        arrays = [jnp.asarray(x) for x in groups[i]]
+        finite = [jnp.isfinite(x).all() for x in arrays if jnp.issubdtype(x.dtype, jnp.inexact)]
+        if finite:
+            code = jnp.where(jnp.stack(finite).all(), code, i + 1)
+    return code
+
+
 def make_chunk(trainer: Trainer, num_updates: int):
     """``chunk(states[S], data) -> (states, metrics[S, num_updates])``: ``num_updates`` updates
     per seed in one ``lax.scan`` (no per-update branching: a ``lax.cond`` here costs ~50%).
-    ``data`` is the trainer's dataset (None for online agents), shared by all seeds."""
+    ``data`` is the trainer's dataset (None for online agents), shared by all seeds.
+    ``metrics["nonfinite"]`` is :func:`nonfinite` after each update."""
 
     def chunk(states, data):
         def per_seed(state):
             step = _update_fn(trainer, data)
-            return jax.lax.scan(lambda s, _: step(s), state, None, num_updates)
+
+            def body(s, _):
+                s, metrics = step(s)
+                return s, {**metrics, "nonfinite": nonfinite(s, metrics)}
+
+            return jax.lax.scan(body, state, None, num_updates)
 
         return jax.vmap(per_seed)(states)
 
@@ -100,10 +134,11 @@ def plan_chunks(num_updates: int, num_chunks: int) -> list[int]:
     chunk (a second program, compiled when it is reached).
     """
     target = num_updates / num_chunks
+    # a divisor d gives k = num_updates // d chunks, itself a divisor: search over k (cheap)
     divisors = [
-        d
-        for d in range(1, num_updates + 1)
-        if num_updates % d == 0 and num_chunks / 2 <= num_updates // d <= 2 * num_chunks
+        num_updates // k
+        for k in range(math.ceil(num_chunks / 2), min(2 * num_chunks, num_updates) + 1)
+        if num_updates % k == 0
     ]
     if divisors:
         size = min(divisors, key=lambda d: (abs(d - target), d))
@@ -133,19 +168,18 @@ def default_run_dir(config_name: str) -> Path:
 
 def prepare_run_dir(run_dir: Path) -> None:
     """Creates ``run_dir`` and checks it is writable before any compile starts."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
+    ensure_writable_dir(run_dir, f"cannot write to run directory {run_dir}")
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+def _check_disk_space(run_dir: Path, abstract: Any, trainer: Trainer, config: Any) -> None:
+    """Refuses a run whose checkpoints and logs would not fit on the disk (before compiling)."""
+    state_bytes = sum(x.size * getattr(x.dtype, "itemsize", 8) for x in jax.tree.leaves(abstract))
+    loop = config.loop
+    saves = -(-len(plan_chunks(trainer.num_updates, loop.num_chunks)) // loop.checkpoint_every)
+    kept = min(loop.keep_checkpoints + 1, saves + 1) if loop.keep_checkpoints else saves + 1
+    logs = trainer.num_updates * 2048  # metrics.jsonl and TensorBoard rows
+    needed = kept * (state_bytes + 2**18) + logs + 2**20
+    ensure_free_space(run_dir, needed, "its checkpoints and logs")
 
 
 def _timed_compile(fn, *args, **jit_kwargs):
@@ -209,20 +243,24 @@ def run(
     if not resume and (run_dir / "checkpoints").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
     trainer: Trainer = cfg.agent_module(config.agent).make_trainer(config)
+    if trainer.num_updates > 2**31 - 1:  # the agents count updates in int32
+        raise ConfigError(
+            f"the budget is {trainer.num_updates:,} updates per seed; at most 2**31 - 1 fit"
+        )
     prepare_run_dir(run_dir)
+    keys = seed_keys(config.seed, config.num_seeds)
+    abstract = jax.eval_shape(jax.vmap(trainer.init), keys)  # traces, compiles nothing
+    _check_disk_space(run_dir, abstract, trainer, config)
     log(f"run directory: {run_dir}")
     if not resume:
-        (run_dir / "config.yaml.tmp").write_text(_yaml(config))
-        os.replace(run_dir / "config.yaml.tmp", run_dir / "config.yaml")
+        write_text_atomic(run_dir / "config.yaml", _yaml(config))
     loop = config.loop
     sizes = plan_chunks(trainer.num_updates, loop.num_chunks)
     num_chunks = len(sizes)
     starts = [sum(sizes[:c]) for c in range(num_chunks)]
 
     # COMPILE: init, the chunk of updates, evaluation (timed ahead of time, no run yet)
-    keys = seed_keys(config.seed, config.num_seeds)
     init, t_init = _timed_compile(jax.vmap(trainer.init), keys)
-    abstract = jax.eval_shape(jax.vmap(trainer.init), keys)
     chunks: dict[int, Any] = {}
     compile_seconds = t_init
 
@@ -247,14 +285,17 @@ def run(
         run_dir / "checkpoints", keep=loop.keep_checkpoints, asynchronous=True
     )
     metrics_sink = JsonlSink(run_dir / "metrics.jsonl")
-    start_chunk, train_seconds, wall_offset = 0, 0.0, 0.0
-    if resume:
-        states, meta = checkpointer.restore(abstract)
+    start_chunk, train_seconds, wall_offset, last_saved = 0, 0.0, 0.0, None
+    if resume and checkpointer.steps():
+        states, meta = _restore_for_resume(checkpointer, abstract, log)
         start_chunk, train_seconds = meta["chunks_done"], meta["train_seconds"]
         wall_offset = meta.get("wall_seconds", 0.0)
+        last_saved = meta["updates_done"]
         metrics_sink.trim(meta["updates_done"])
         log(f"resumed from update {meta['updates_done']} (chunk {start_chunk}/{num_chunks})")
     else:
+        if resume:  # killed before its first checkpoint
+            log(f"no checkpoint in {checkpointer.directory} yet: starting from update 0")
         states = init(keys)
         metrics_sink.trim(0)
     tensorboard = (
@@ -285,6 +326,8 @@ def run(
             states, metrics = program(states, trainer.data)
             metrics = jax.block_until_ready(metrics)
             t1 = time.perf_counter()
+            codes = np.asarray(metrics.pop("nonfinite"))  # [seeds, n]
+            bad = np.flatnonzero(codes.any(axis=0))
             dt = t1 - t0
             rows = _rows(
                 metrics,
@@ -294,11 +337,15 @@ def run(
                 wall_offset + t0 - t_start,
                 wall_offset + t1 - t_start,
             )
+            if bad.size:  # keep the rows up to the first bad update, never the bad state
+                rows = rows[: bad[0] + 1]
             train_seconds += dt
             chunks_run += 1
             metrics_sink.write(rows)
             if tensorboard is not None:
                 tensorboard.write(rows)
+            if bad.size:
+                raise _nonfinite_error(codes, bad[0], first_update, last_saved, checkpointer)
             done = first_update + n
             recent = [r["return_mean"] for r in rows if r["return_mean"] is not None]
             bar.update(
@@ -315,6 +362,7 @@ def run(
                     "wall_seconds": wall_offset + time.perf_counter() - t_start,
                 }
                 checkpointer.save(done, states, meta)
+                last_saved = done
     finally:
         checkpointer.wait()
         bar.close()
@@ -359,6 +407,34 @@ def run(
     write_json_atomic(run_dir / "summary.json", summary)
     plot_runs([run_dir], run_dir / "curve.png", labels=[f"{config.agent} {config.env}"])
     return RunResult(run_dir, summary)
+
+
+def _restore_for_resume(checkpointer: Any, abstract: Any, log: Callable[[str], None]):
+    """The newest checkpoint that restores; damaged newer ones are moved aside (so the resumed
+    run can write those steps again), and one line says so."""
+    notes: list[str] = []
+    states, meta = checkpointer.restore(abstract, log=notes.append)
+    damaged = [s for s in checkpointer.steps() if s > meta["updates_done"]]
+    if damaged:
+        aside = checkpointer.set_aside(damaged)
+        log(f"{notes[0]} (moved the damaged checkpoint aside to {aside})")
+    return states, meta
+
+
+def _nonfinite_error(
+    codes: np.ndarray, index: int, first_update: int, last_saved: int | None, checkpointer: Any
+) -> NonFiniteError:
+    seed = int(np.flatnonzero(codes[:, index])[0])
+    quantity = NONFINITE[int(codes[seed, index]) - 1]
+    kept = (
+        f"kept the last good checkpoint, update {last_saved}, in {checkpointer.directory}"
+        if last_saved is not None
+        else "no checkpoint had been saved yet"
+    )
+    return NonFiniteError(
+        f"training stopped: non-finite {quantity} at update {first_update + index + 1} "
+        f"(seed {seed}); {kept}"
+    )
 
 
 def _yaml(config: Any) -> str:
