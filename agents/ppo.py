@@ -139,7 +139,13 @@ class LearnerState:
     key: jax.Array
     update_step: jax.Array
     hparams: HyperParams
-    env_params: Any = None  # per-task training: this learner's task (else the env's default)
+
+
+@struct.dataclass
+class TaskLearnerState(LearnerState):
+    """A per-task learner (``config.tasks``): its own task's env params travel with it."""
+
+    env_params: Any = None
 
 
 @struct.dataclass
@@ -233,7 +239,7 @@ def single_trainer(config: Config) -> Trainer:
     tx = optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.scale_by_adam(eps=1e-5))
 
     def params_of(s: LearnerState):
-        return env_params if s.env_params is None else s.env_params
+        return getattr(s, "env_params", env_params)
 
     def init(
         key: jax.Array, hparams: HyperParams | None = None, task_params: Any = None
@@ -243,7 +249,7 @@ def single_trainer(config: Config) -> Trainer:
         carry = network.initialize_carry(config.num_envs)
         first = jnp.ones(config.num_envs, jnp.bool_)
         params = network.init(net_key, carry, obs[None], first[None])
-        return LearnerState(
+        state = LearnerState(
             params=params,
             opt_state=tx.init(params),
             env_state=env_state,
@@ -254,8 +260,10 @@ def single_trainer(config: Config) -> Trainer:
             key=key,
             update_step=jnp.zeros((), jnp.int32),
             hparams=hyperparams_from(config) if hparams is None else hparams,
-            env_params=task_params,
         )
+        if task_params is None:
+            return state
+        return TaskLearnerState(**vars(state), env_params=task_params)
 
     def act(s: LearnerState):
         """(carry, dist, value) for ``s.obs`` and, for a recurrent network, the bootstrap value
@@ -424,7 +432,7 @@ def single_trainer(config: Config) -> Trainer:
         obs_stats = find_state(state.env_state, NormalizeObservationState)
         obs_stats = None if obs_stats is None else obs_stats.stats
         venv = make_env(config, num_envs, obs_stats=obs_stats, evaluation=True)
-        if state.env_params is not None:
+        if isinstance(state, TaskLearnerState):
             return venv, state.env_params
         params = venv.eval_params(env_params) if hasattr(venv, "eval_params") else env_params
         return venv, params

@@ -122,7 +122,9 @@ class Policy:
                 )
             extra["target_return"] = float(target_return)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, seed))(seed_keys(7919, self.num_seeds))
-        fn = jax.jit(jax.vmap(lambda s, k: self.trainer.evaluate(s, k, episodes, deterministic)))
+        fn = jax.jit(
+            jax.vmap(lambda s, k: self.trainer.evaluate(s, k, episodes, deterministic, **extra))
+        )
         return jax.tree.map(np.asarray, fn(self.state, keys))
 
     @property

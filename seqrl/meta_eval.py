@@ -194,8 +194,10 @@ class MetaAgent:
         protocol: str,
         rounds: int,
         deterministic: bool = True,
+        target_return: float | None = None,
     ) -> dict[str, jax.Array]:
-        """Returns ``{"returns": [tasks, rounds * num_envs]}`` (jittable in ``state``/``key``)."""
+        """Returns ``{"returns": [tasks, rounds * num_envs]}`` (jittable in ``state``/``key``).
+        ``target_return`` replaces the run's (unscaled)."""
         from seqrl.agents.dt import Window
 
         c, fam = self.config, self.family
@@ -235,10 +237,11 @@ class MetaAgent:
                 "ctx_actions": jnp.zeros((lanes, h, a_wm)),
                 "ctx_rewards": jnp.zeros((lanes, h)),
                 "ctx_mask": jnp.zeros((lanes, h)),
-                "rtg_now": jnp.broadcast_to(state.target_return, (lanes,)),
+                "rtg_now": jnp.broadcast_to(target, (lanes,)),
                 "prompt": prompt,
             }
 
+        target = state.target_return if target_return is None else target_return / d.return_scale
         push = lambda buf, new: jnp.concatenate([buf[:, 1:], new[:, None]], axis=1)
         normalize = lambda obs: (obs - state.obs_mean) / state.obs_std
         use_prompt = m.prompt != "none"
