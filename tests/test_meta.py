@@ -1,0 +1,238 @@
+"""Task families, the context world model, prompt selection and the meta-RL harness."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqrl import config as cfg
+from seqrl.agents import meta_dt
+from seqrl.agents.world_model import Context, WorldModel, WorldModelConfig, context_at
+from seqrl.cli import main
+from seqrl.data import Trajectories
+from seqrl.envs import make_raw, make_vec
+from seqrl.envs.meta import PointRobot
+from seqrl.errors import ConfigError, UserError
+from seqrl.meta_eval import (
+    lane_params,
+    max_error_start,
+    parse_mode,
+    reference_returns,
+    rollout,
+    window_sums,
+)
+
+
+def test_splits_are_deterministic_and_disjoint():
+    a, b = PointRobot(), PointRobot()
+    train, test = np.asarray(a.split("train")), np.asarray(a.split("test"))
+    assert train.shape == (45, 2) and test.shape == (5, 2)
+    np.testing.assert_array_equal(train, np.asarray(b.split("train")))
+    np.testing.assert_array_equal(test, np.asarray(b.split("test")))
+    assert not np.any(np.all(train[:, None] == test[None], axis=-1))  # no test goal in train
+    np.testing.assert_array_equal(np.asarray(a.split("all")), np.concatenate([train, test]))
+    other = np.asarray(PointRobot(split_seed=1).split("test"))
+    assert not np.allclose(other, test)
+    env = make_vec("meta/PointRobot", 2)  # evaluation params are the held-out goals
+    np.testing.assert_array_equal(np.asarray(env.eval_params(env.default_params).tasks), test)
+
+
+def test_point_robot_reference_returns_match_the_paper_distribution():
+    family = PointRobot()
+    tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.PRNGKey(3), 2000))
+    params = lane_params(family, tasks, 1)
+    space = family.action_space(family.default_params)
+
+    def random_act(carry, obs, t, key):
+        return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
+
+    def still(carry, obs, t, key):
+        return carry, jnp.zeros_like(obs)
+
+    observe = lambda carry, action, reward: carry
+    run = lambda act: rollout(family, params, jax.random.PRNGKey(0), act, observe, (), 20)[2]
+    assert abs(float(run(random_act).mean()) + 15.88) < 0.4  # REFERENCE.md: about -15.88
+    assert abs(float(run(still).mean()) + 15.27) < 0.4  # about -15.27
+    oracle = jax.vmap(family.oracle_action)
+    obs, state = jax.vmap(family.reset)(jax.random.split(jax.random.PRNGKey(1), 2000), params)
+    total = jnp.zeros(2000)
+    for _ in range(20):
+        _, state, r, _, _, _ = jax.vmap(family.step)(
+            jax.random.split(jax.random.PRNGKey(2), 2000), state, oracle(state), params
+        )
+        total = total + r
+    assert abs(float(total.mean()) + 2.37) < 0.15  # about -2.37
+
+
+def test_trials_keep_one_task_per_trial():
+    env = make_raw("meta/PointRobot", episodes_per_trial=2)
+    params = env.default_params
+    obs, state = env.reset(jax.random.PRNGKey(0), params)
+    assert obs.shape == env.observation_space(params).shape == (6,)
+    goal = np.asarray(state.env_state.goal)
+    ends = []
+    for t in range(40):
+        obs, state, r, term, trunc, info = env.step(
+            jax.random.PRNGKey(t), state, jnp.ones(2), params
+        )
+        np.testing.assert_array_equal(np.asarray(state.env_state.goal), goal)
+        ends.append((bool(info["inner_episode_done"]), bool(term)))
+        np.testing.assert_allclose(obs[2:5], [1.0, 1.0, float(r)])  # previous action, reward
+    assert [t for t, (inner, _) in enumerate(ends) if inner] == [19, 39]
+    assert [t for t, (_, term) in enumerate(ends) if term] == [39]  # the trial ends once
+    assert float(obs[5]) == 1.0  # the next trial starts with the first flag
+
+
+def test_context_never_sees_step_t_or_later():
+    rng = np.random.default_rng(0)
+    obs, act, rew = (
+        jnp.asarray(rng.normal(size=s), jnp.float32) for s in [(10, 3), (10, 2), (10,)]
+    )
+    wmc = WorldModelConfig(horizon=4, gru_dim=8)
+    model = WorldModel(wmc, 3)
+    ctx0 = context_at(obs, act, rew, jnp.asarray(5), 4)
+    batched = jax.tree.map(lambda x: x[None], ctx0)
+    params = model.init(jax.random.PRNGKey(0), batched, obs[:1], act[:1], obs[:1])
+    encode = lambda ctx: model.apply(params, ctx, method=WorldModel.encode)
+    for t in (0, 1, 5, 9):
+        ctx = context_at(obs, act, rew, jnp.asarray(t), 4)
+        np.testing.assert_array_equal(np.asarray(ctx.mask), (np.arange(t - 4, t) >= 0) * 1.0)
+        # change everything from step t on: the context and z of step t do not move
+        later = np.arange(10)[:, None] >= t
+        obs2 = jnp.where(later, obs + 7.0, obs)
+        act2 = jnp.where(later, -act, act)
+        rew2 = jnp.where(later[:, 0], rew * 3 + 1, rew)
+        ctx2 = context_at(obs2, act2, rew2, jnp.asarray(t), 4)
+        np.testing.assert_array_equal(np.asarray(encode(ctx)), np.asarray(encode(ctx2)))
+        # but it does see step t - 1
+        if t > 0:
+            rew3 = rew.at[t - 1].add(5.0)
+            ctx3 = context_at(obs, act, rew3, jnp.asarray(t), 4)
+            assert not np.allclose(np.asarray(encode(ctx)), np.asarray(encode(ctx3)))
+    empty = Context(jnp.zeros((4, 3)), jnp.zeros((4, 2)), jnp.zeros(4), jnp.zeros(4))
+    z_empty = np.asarray(encode(empty))
+    np.testing.assert_array_equal(z_empty, np.asarray(encode(context_at(obs, act, rew, 0, 4))))
+
+
+def test_prompt_selection_picks_the_maximum_error_window():
+    errors = jnp.asarray([0.1, 0.0, 0.2, 3.0, 0.1, 0.1, 2.9, 0.0, 0.0, 0.0])
+    expected = [0.3, 3.2, 3.3, 3.2, 3.1, 3.0, 2.9, 0.0]
+    np.testing.assert_allclose(window_sums(errors, 3), expected, atol=1e-5)
+    assert int(max_error_start(errors, 3)) == 2  # 0.2 + 3.0 + 0.1
+    assert int(max_error_start(errors, 1)) == 3
+    assert int(max_error_start(errors, 4)) == 3  # 3.0 + 0.1 + 0.1 + 2.9
+    # training: the best segment of each task among that task's rows only
+    weights = jnp.asarray([1.0, 5.0, 2.0, 9.0, 0.5, 0.7])
+    ranges = jnp.asarray([[0, 3], [3, 4], [4, 6]])
+    np.testing.assert_array_equal(np.asarray(meta_dt.best_per_task(weights, ranges)), [1, 3, 5])
+
+
+def test_mode_parsing_has_no_bool_trap(capsys):
+    assert parse_mode("zero-shot") == "zero-shot"
+    for bad in ("False", "false", "0", "True", "zero_shot"):
+        with pytest.raises(UserError):
+            parse_mode(bad)
+        assert main(["eval-meta", "nowhere", "--mode", bad]) == 2
+        assert "--mode" in capsys.readouterr().err
+    assert main(["eval-meta", "nowhere", "--mode", "few-shot"]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def _random_multitask_data(family, episodes_per_task: int):
+    """Random-action episodes of every task of the family, task-major."""
+    tasks = family.split("all")
+    n = tasks.shape[0]
+    params = lane_params(family, tasks, episodes_per_task)
+    space = family.action_space(family.default_params)
+
+    def act(carry, obs, t, key):
+        return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
+
+    _, traj, _ = rollout(family, params, jax.random.PRNGKey(0), act, lambda c, a, r: c, (), 20)
+    lanes = n * episodes_per_task
+    trajectories = Trajectories(
+        obs=traj["obs"],
+        actions=traj["actions"],
+        rewards=traj["rewards"],
+        terminated=jnp.zeros((lanes, 20), bool),
+        truncated=jnp.zeros((lanes, 20), bool).at[:, -1].set(True),
+        lengths=jnp.full(lanes, 20, jnp.int32),
+        final_obs=traj["next_obs"][:, -1],
+    )
+    return trajectories, np.repeat(np.arange(n), episodes_per_task)
+
+
+TINY = {
+    "agent": "meta_dt",
+    "env": "meta/PointRobot",
+    "env_kwargs": {"num_train": 4, "num_test": 2},
+    "dataset": "in-memory",
+    "num_envs": 2,
+    "total_updates": 3,
+    "dt": {"context": 4, "embed_dim": 16, "num_layers": 1, "batch_size": 8, "max_timestep": 20},
+    "meta": {"prompt_length": 3},
+    "world_model": {"steps": 5, "gru_dim": 8, "hidden_dim": 8, "batch_size": 16},
+}
+
+
+def test_harness_runs_a_tiny_untrained_meta_dt():
+    family = PointRobot(num_train=4, num_test=2)
+    traj, tasks = _random_multitask_data(family, 3)
+    train = tasks < 4  # the trainer is given training tasks only
+    data = (jax.tree.map(lambda x: np.asarray(x)[train], traj), tasks[train])
+    config = cfg.load_config(TINY)
+    trainer = meta_dt.make_trainer(config, data)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    assert np.isfinite(float(state.wm_loss))
+    assert state.z_table.shape == (12, 20, 16)
+    state, metrics = jax.jit(trainer.update)(state, trainer.data)
+    assert np.isfinite(float(metrics["loss"]))
+    agent = trainer.parts["meta_agent"]
+    for mode in ("zero-shot", "few-shot"):
+        out = jax.jit(lambda s, k, m=mode: agent.evaluate(s, k, "test", m, "meta-dt", 2))(
+            state, jax.random.PRNGKey(1)
+        )
+        returns = np.asarray(out["returns"])
+        assert returns.shape == (2, 4)  # 2 test tasks x (2 rounds x 2 envs)
+        assert np.all(np.isfinite(returns)) and np.all(returns < 0)
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="task family"):
+        cfg.load_config({"agent": "ppo", "env": "gymnax/CartPole-v1", "tasks": "train"})
+    with pytest.raises(ConfigError, match="prompt_dataset"):
+        cfg.load_config({**TINY, "meta": {"prompt": "expert"}})
+    with pytest.raises(ConfigError, match="Prompt-DT"):
+        cfg.load_config({**TINY, "agent": "prompt_dt", "prompt_dataset": "x", "meta": {}})
+    with pytest.raises(ConfigError, match="meta.prompt"):
+        cfg.load_config({**TINY, "meta": {"prompt": "best"}})
+
+
+def test_per_task_ppo_trains_one_learner_per_task():
+    from seqrl.agents import ppo
+
+    config = cfg.load_config(
+        {
+            "agent": "ppo",
+            "env": "meta/PointRobot",
+            "env_kwargs": {"num_train": 2, "num_test": 1},
+            "tasks": "train",
+            "num_envs": 8,
+            "total_timesteps": 8 * 20 * 80,
+            "ppo": {"num_steps": 20, "lr": 3e-3, "ent_coef": 0.0, "num_minibatches": 2},
+            "network": {"hidden_sizes": [32, 32]},
+        }
+    )
+    trainer = ppo.make_trainer(config)
+    state, _ = jax.jit(ppo.make_train(config))(jax.random.PRNGKey(0))
+    goals = np.asarray(PointRobot(num_train=2, num_test=1).split("train"))
+    np.testing.assert_array_equal(np.asarray(state.env_params.tasks[:, 0]), goals)
+    out = jax.jit(lambda s: trainer.evaluate(s, jax.random.PRNGKey(1), 8, True))(state)
+    per_task = np.asarray(out["task_returns"]).mean(1)
+    assert per_task.shape == (2,)
+    # each learner learned its own goal: most of the way from random actions to the oracle
+    refs = reference_returns(PointRobot(num_train=2, num_test=1), goals, jax.random.PRNGKey(2))
+    score = (per_task - refs["random"]) / (refs["oracle"] - refs["random"])
+    assert np.all(score > 0.6), (per_task, refs)
