@@ -145,6 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("plot.png"), help="PNG to write")
     p.add_argument("--labels", nargs="+", help="legend labels, one per run")
 
+    p = sub.add_parser(
+        "eval-meta",
+        help="few-shot / zero-shot evaluation on a task family's held-out tasks",
+        description="Evaluate a run trained on a task family (meta/...) on the tasks of a split: "
+        "per-task returns, mean +- std over tasks and seeds, and the normalized score "
+        "(R - R_random) / (R_oracle - R_random). zero-shot: no demonstrations (Meta-DT: only "
+        "the online context; in-context PPO: the first episode of a trial); few-shot: Meta-DT "
+        "prompts itself with the highest-error segment of a zero-shot episode, Prompt-DT uses "
+        "the last k steps of an expert demo (--protocol prompt-dt), in-context PPO reports the "
+        "second episode of a trial. Writes eval_meta_<mode>_<split>.json into the run directory.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--mode", required=True, choices=["zero-shot", "few-shot"], help="protocol")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="which tasks")
+    p.add_argument(
+        "--protocol",
+        choices=["meta-dt", "prompt-dt"],
+        default=None,
+        help="few-shot prompts: the agent's own highest-error segment (meta-dt) or an expert "
+        "demo (prompt-dt); default: prompt-dt for Prompt-DT runs, else meta-dt",
+    )
+    p.add_argument(
+        "--rounds", type=_positive_int, default=4, help="rounds of num_envs episodes per task"
+    )
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
+
     sub.add_parser("envs", help="list the registered environments")
     return parser
 
@@ -260,6 +286,20 @@ def _plot(args) -> int:
     return 0
 
 
+def _eval_meta(args) -> int:
+    from seqrl.meta_eval import eval_meta
+
+    eval_meta(
+        args.run_dir,
+        args.mode,
+        split=args.split,
+        protocol=args.protocol,
+        rounds=args.rounds,
+        seed=args.seed,
+    )
+    return 0
+
+
 def _envs(args) -> int:
     from seqrl.envs import names
 
@@ -287,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval": _eval,
             "collect": _collect,
             "plot": _plot,
+            "eval-meta": _eval_meta,
             "envs": _envs,
         }[args.command]
         return handler(args)
