@@ -5,7 +5,7 @@ Safe and crash-proof by construction:
 
 - orbax writes each checkpoint into a temporary directory and renames it into place when it is
   complete, so a run killed mid-save leaves the previous checkpoints intact (the leftover
-  temporary directory is removed when the directory is next opened);
+  temporary directory is removed when the run is resumed);
 - a CRC-32 of the arrays is saved with them and checked on restore (orbax's array files carry
   no checksum: a flipped bit would otherwise restore silently);
 - orbax stores arrays (tensorstore/OCDBT) and JSON, and its JSON files are parsed here first:
@@ -72,9 +72,17 @@ class Checkpointer:
 
     ``asynchronous=True`` copies the state to host memory and writes it in a background
     thread (training goes on); orbax commits each checkpoint atomically when it is complete.
+    ``clean_up=True`` (the run writing the checkpoints, never a reader: a running training may
+    be saving) removes the temporary directories of saves that a killed process left behind.
     """
 
-    def __init__(self, directory: str | Path, keep: int = 0, asynchronous: bool = False):
+    def __init__(
+        self,
+        directory: str | Path,
+        keep: int = 0,
+        asynchronous: bool = False,
+        clean_up: bool = False,
+    ):
         self.asynchronous = asynchronous
         self.directory = Path(directory).absolute()
         if self.directory.exists() and not self.directory.is_dir():
@@ -83,7 +91,7 @@ class Checkpointer:
             max_to_keep=keep or None,
             create=True,
             enable_async_checkpointing=self.asynchronous,
-            cleanup_tmp_directories=True,
+            cleanup_tmp_directories=clean_up,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 

@@ -282,7 +282,7 @@ def run(
     compile_seconds += t_eval
 
     checkpointer = Checkpointer(
-        run_dir / "checkpoints", keep=loop.keep_checkpoints, asynchronous=True
+        run_dir / "checkpoints", keep=loop.keep_checkpoints, asynchronous=True, clean_up=True
     )
     metrics_sink = JsonlSink(run_dir / "metrics.jsonl")
     start_chunk, train_seconds, wall_offset, last_saved = 0, 0.0, 0.0, None

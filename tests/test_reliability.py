@@ -89,6 +89,19 @@ def test_run_killed_mid_training_resumes_to_identical_parameters(tmp_path, refer
     _assert_trees_equal(load(run_dir).state, reference)
     rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in rows] == list(range(1, 33))
+    assert not list((run_dir / "checkpoints").glob("*tmp*"))  # a save cut short is cleaned up
+
+
+def test_only_the_writer_removes_leftovers_of_a_killed_save(tmp_path):
+    _, state = _small_checkpoints(tmp_path)
+    leftover = tmp_path / "3.orbax-checkpoint-tmp"  # what a save killed midway leaves
+    (leftover / "state.orbax-checkpoint-tmp").mkdir(parents=True)
+    metadata = {"item_handlers": None, "init_timestamp_nsecs": 1, "commit_timestamp_nsecs": None}
+    (leftover / "_CHECKPOINT_METADATA").write_text(json.dumps(metadata))
+    assert Checkpointer(tmp_path).steps() == [1, 2]
+    assert leftover.exists()  # a reader (seqrl eval) may run beside a training that is saving
+    Checkpointer(tmp_path, clean_up=True).save(3, state, {"updates_done": 3})  # a resumed run
+    assert not leftover.exists() and Checkpointer(tmp_path).steps() == [1, 2, 3]
 
 
 def test_resume_falls_back_past_a_damaged_checkpoint(tmp_path, reference, capsys):
