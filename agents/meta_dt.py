@@ -340,8 +340,8 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
 
     def contexts(data: MetaData, ep: jax.Array, t: jax.Array) -> Context:
         """Context of step ``t`` of episode ``ep`` (any matching shapes)."""
-        obs, act, rew = data.windows.obs, data.actions_wm, data.rewards
-        return jax.vmap(lambda e, tt: context_at(obs[e], act[e], rew[e], tt, h))(
+        obs, act, rew, nxt = data.windows.obs, data.actions_wm, data.rewards, data.next_obs
+        return jax.vmap(lambda e, tt: context_at(obs[e], act[e], rew[e], nxt[e], tt, h))(
             ep.reshape(-1), t.reshape(-1)
         )
 

@@ -29,6 +29,13 @@ class WorldModelConfig:
     horizon: int = option(4, "context length h: transitions before step t the encoder reads", ge=1)
     latent_dim: int = option(16, "task vector z size", ge=1)
     embed_dim: int = option(16, "per-field embedding of s, a, r before the GRU", ge=1)
+    context_actions: bool = option(
+        True,
+        "the encoder reads the context's actions (the reference); false: only states and "
+        "rewards, so z cannot copy the behaviour policy's actions (which reveal the task in "
+        "expert data and are the agent's own at test time)",
+    )
+    context_next_state: bool = option(False, "the encoder also reads each transition's s'")
     gru_dim: int = option(128, "GRU width", ge=1)
     hidden_dim: int = option(128, "decoder MLP width (two layers)", ge=1)
     state_loss_weight: float = option(1.0, "weight of the next-state loss (0: reward only)", ge=0)
@@ -45,12 +52,15 @@ class Context:
     actions: jax.Array  # [..., h, A] (discrete: one-hot)
     rewards: jax.Array  # [..., h]
     mask: jax.Array  # [..., h]
+    next_obs: jax.Array  # [..., h, S]
 
 
 class ContextEncoder(nn.Module):
     latent_dim: int = 16
     embed_dim: int = 16
     gru_dim: int = 128
+    use_actions: bool = True
+    use_next_obs: bool = False
 
     @nn.compact
     def __call__(self, ctx: Context) -> jax.Array:
@@ -60,7 +70,12 @@ class ContextEncoder(nn.Module):
         s = nn.relu(nn.Dense(self.embed_dim, name="embed_state")(flat(ctx.obs)))
         a = nn.relu(nn.Dense(self.embed_dim, name="embed_action")(flat(ctx.actions)))
         r = nn.relu(nn.Dense(self.embed_dim, name="embed_reward")(flat(ctx.rewards)[..., None]))
-        x = jnp.concatenate([s, a, r], axis=-1)
+        fields = [s, a, r] if self.use_actions else [s, r]
+        if self.use_next_obs:
+            fields.append(
+                nn.relu(nn.Dense(self.embed_dim, name="embed_next_state")(flat(ctx.next_obs)))
+            )
+        x = jnp.concatenate(fields, axis=-1)
         mask = flat(ctx.mask)
         cell = nn.GRUCell(self.gru_dim, name="gru")
         carry = jnp.zeros((x.shape[0], self.gru_dim), x.dtype)
@@ -86,7 +101,9 @@ class WorldModel(nn.Module):
 
     def setup(self):
         c = self.config
-        self.encoder = ContextEncoder(c.latent_dim, c.embed_dim, c.gru_dim)
+        self.encoder = ContextEncoder(
+            c.latent_dim, c.embed_dim, c.gru_dim, c.context_actions, c.context_next_state
+        )
         self.reward_decoder = _mlp(c.hidden_dim, 1, "reward_decoder")
         self.state_decoder = _mlp(c.hidden_dim, self.obs_dim, "state_decoder")
 
@@ -109,7 +126,7 @@ class WorldModel(nn.Module):
         return err
 
 
-def context_at(obs, actions, rewards, t: jax.Array, horizon: int) -> Context:
+def context_at(obs, actions, rewards, next_obs, t: jax.Array, horizon: int) -> Context:
     """The context of step ``t`` of ONE episode (arrays ``[L, ...]``): transitions t-h .. t-1."""
     j = t - horizon + jnp.arange(horizon)
     valid = j >= 0
@@ -119,7 +136,9 @@ def context_at(obs, actions, rewards, t: jax.Array, horizon: int) -> Context:
         x = x[jj]
         return jnp.where(valid.reshape(-1, *([1] * (x.ndim - 1))), x, jnp.zeros_like(x))
 
-    return Context(take(obs), take(actions), take(rewards), valid.astype(jnp.float32))
+    return Context(
+        take(obs), take(actions), take(rewards), valid.astype(jnp.float32), take(next_obs)
+    )
 
 
 def train_world_model(
@@ -144,7 +163,9 @@ def train_world_model(
         ep = episodes[jax.random.choice(k_ep, episodes.shape[0], (config.batch_size,), p=weights)]
         t = jnp.floor(jax.random.uniform(k_t, (config.batch_size,)) * lengths[ep]).astype(jnp.int32)
         ctx = jax.vmap(
-            lambda e, tt: context_at(obs[e], actions[e], rewards[e], tt, config.horizon)
+            lambda e, tt: context_at(
+                obs[e], actions[e], rewards[e], next_obs[e], tt, config.horizon
+            )
         )(ep, t)
         return ctx, obs[ep, t], actions[ep, t], rewards[ep, t], next_obs[ep, t]
 

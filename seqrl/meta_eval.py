@@ -65,8 +65,8 @@ def lane_params(family, tasks, per_task: int):
 
 def rollout(family, params, key, act, observe, carry, length: int):
     """One episode per lane, ``length`` steps at most (jittable). ``act(carry, obs, t, key) ->
-    (carry, action)``; ``observe(carry, action, reward) -> carry``. Returns the carry and the
-    trajectories ``{obs, actions, rewards, next_obs, valid}`` ([lanes, length, ...]) and
+    (carry, action)``; ``observe(carry, action, reward, next_obs) -> carry``. Returns the carry,
+    the trajectories ``{obs, actions, rewards, next_obs, valid}`` ([lanes, length, ...]) and
     ``returns`` [lanes]."""
     lanes = jax.tree.leaves(params)[0].shape[0]
     key, reset_key = jax.random.split(key)
@@ -79,7 +79,7 @@ def rollout(family, params, key, act, observe, carry, length: int):
         next_obs, state, reward, term, trunc, _ = jax.vmap(family.step)(
             jax.random.split(step_key, lanes), state, action, params
         )
-        carry = observe(carry, action, reward)
+        carry = observe(carry, action, reward, next_obs)
         rec = {
             "obs": obs,
             "actions": action,
@@ -107,7 +107,7 @@ def reference_returns(family, tasks, key, episodes: int = 16) -> dict[str, np.nd
     def random_act(carry, obs, t, key):
         return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
 
-    observe = lambda carry, action, reward: carry
+    observe = lambda carry, action, reward, next_obs: carry
     _, _, random = jax.jit(lambda k: rollout(family, params, k, random_act, observe, (), length))(
         key
     )
@@ -237,6 +237,7 @@ class MetaAgent:
                 "ctx_actions": jnp.zeros((lanes, h, a_wm)),
                 "ctx_rewards": jnp.zeros((lanes, h)),
                 "ctx_mask": jnp.zeros((lanes, h)),
+                "ctx_next_obs": jnp.zeros((lanes, h, *obs_dim)),
                 "rtg_now": jnp.broadcast_to(target, (lanes,)),
                 "prompt": prompt,
             }
@@ -253,7 +254,11 @@ class MetaAgent:
             z = jnp.zeros((lanes, wmc.latent_dim))
             if m.context:
                 ctx = Context(
-                    carry["ctx_obs"], carry["ctx_actions"], carry["ctx_rewards"], carry["ctx_mask"]
+                    carry["ctx_obs"],
+                    carry["ctx_actions"],
+                    carry["ctx_rewards"],
+                    carry["ctx_mask"],
+                    carry["ctx_next_obs"],
                 )
                 z = self.encode(state.wm_params, ctx, (lanes,))
             carry["obs"] = push(carry["obs"], normalize(obs))
@@ -275,13 +280,14 @@ class MetaAgent:
             carry["actions"] = carry["actions"].at[:, -1].set(action)
             return carry, action
 
-        def observe(carry, action, reward):
+        def observe(carry, action, reward, next_obs):
             carry = dict(carry)
             a = jax.nn.one_hot(action, a_wm) if discrete else action.reshape(lanes, -1)
             carry["ctx_obs"] = push(carry["ctx_obs"], carry["obs"][:, -1])
             carry["ctx_actions"] = push(carry["ctx_actions"], a)
             carry["ctx_rewards"] = push(carry["ctx_rewards"], reward)
             carry["ctx_mask"] = push(carry["ctx_mask"], jnp.ones(lanes))
+            carry["ctx_next_obs"] = push(carry["ctx_next_obs"], normalize(next_obs))
             carry["rtg_now"] = carry["rtg_now"] - reward / scale
             return carry
 
@@ -295,9 +301,9 @@ class MetaAgent:
             a_1h = jax.nn.one_hot(a, a_wm) if discrete else a.reshape(lanes, length, -1)
             r = traj["rewards"]
             t = jnp.arange(length)
-            ctx = jax.vmap(lambda o, aa, rr: jax.vmap(lambda tt: context_at(o, aa, rr, tt, h))(t))(
-                obs_n, a_1h, r
-            )
+            ctx = jax.vmap(
+                lambda o, aa, rr, nn: jax.vmap(lambda tt: context_at(o, aa, rr, nn, tt, h))(t)
+            )(obs_n, a_1h, r, next_n)
             err = self.world_model.apply(
                 state.wm_params, ctx, obs_n, a_1h, r, next_n, method=WorldModel.errors
             )

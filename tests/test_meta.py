@@ -51,7 +51,7 @@ def test_point_robot_reference_returns_match_the_paper_distribution():
     def still(carry, obs, t, key):
         return carry, jnp.zeros_like(obs)
 
-    observe = lambda carry, action, reward: carry
+    observe = lambda carry, action, reward, next_obs: carry
     run = lambda act: rollout(family, params, jax.random.PRNGKey(0), act, observe, (), 20)[2]
     assert abs(float(run(random_act).mean()) + 15.88) < 0.4  # REFERENCE.md: about -15.88
     assert abs(float(run(still).mean()) + 15.27) < 0.4  # about -15.27
@@ -87,33 +87,35 @@ def test_trials_keep_one_task_per_trial():
 
 def test_context_never_sees_step_t_or_later():
     rng = np.random.default_rng(0)
-    obs, act, rew = (
-        jnp.asarray(rng.normal(size=s), jnp.float32) for s in [(10, 3), (10, 2), (10,)]
-    )
-    wmc = WorldModelConfig(horizon=4, gru_dim=8)
+    shapes = [(10, 3), (10, 2), (10,), (10, 3)]
+    obs, act, rew, nxt = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes)
+    wmc = WorldModelConfig(horizon=4, gru_dim=8, context_next_state=True)
     model = WorldModel(wmc, 3)
-    ctx0 = context_at(obs, act, rew, jnp.asarray(5), 4)
+    ctx0 = context_at(obs, act, rew, nxt, jnp.asarray(5), 4)
     batched = jax.tree.map(lambda x: x[None], ctx0)
     params = model.init(jax.random.PRNGKey(0), batched, obs[:1], act[:1], obs[:1])
     encode = lambda ctx: model.apply(params, ctx, method=WorldModel.encode)
     for t in (0, 1, 5, 9):
-        ctx = context_at(obs, act, rew, jnp.asarray(t), 4)
+        ctx = context_at(obs, act, rew, nxt, jnp.asarray(t), 4)
         np.testing.assert_array_equal(np.asarray(ctx.mask), (np.arange(t - 4, t) >= 0) * 1.0)
-        # change everything from step t on: the context and z of step t do not move
+        # change every transition from step t on: the context and z of step t do not move
         later = np.arange(10)[:, None] >= t
-        obs2 = jnp.where(later, obs + 7.0, obs)
-        act2 = jnp.where(later, -act, act)
-        rew2 = jnp.where(later[:, 0], rew * 3 + 1, rew)
-        ctx2 = context_at(obs2, act2, rew2, jnp.asarray(t), 4)
+        changed = (
+            jnp.where(later, obs + 7.0, obs),
+            jnp.where(later, -act, act),
+            jnp.where(later[:, 0], rew * 3 + 1, rew),
+            jnp.where(later, nxt - 2.0, nxt),
+        )
+        ctx2 = context_at(*changed, jnp.asarray(t), 4)
         np.testing.assert_array_equal(np.asarray(encode(ctx)), np.asarray(encode(ctx2)))
-        # but it does see step t - 1
+        # but it does see transition t - 1
         if t > 0:
-            rew3 = rew.at[t - 1].add(5.0)
-            ctx3 = context_at(obs, act, rew3, jnp.asarray(t), 4)
+            ctx3 = context_at(obs, act, rew.at[t - 1].add(5.0), nxt, jnp.asarray(t), 4)
             assert not np.allclose(np.asarray(encode(ctx)), np.asarray(encode(ctx3)))
-    empty = Context(jnp.zeros((4, 3)), jnp.zeros((4, 2)), jnp.zeros(4), jnp.zeros(4))
+    zeros = lambda *s: jnp.zeros(s)
+    empty = Context(zeros(4, 3), zeros(4, 2), zeros(4), zeros(4), zeros(4, 3))
     z_empty = np.asarray(encode(empty))
-    np.testing.assert_array_equal(z_empty, np.asarray(encode(context_at(obs, act, rew, 0, 4))))
+    np.testing.assert_array_equal(z_empty, np.asarray(encode(context_at(obs, act, rew, nxt, 0, 4))))
 
 
 def test_prompt_selection_picks_the_maximum_error_window():
@@ -150,7 +152,7 @@ def _random_multitask_data(family, episodes_per_task: int):
     def act(carry, obs, t, key):
         return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
 
-    _, traj, _ = rollout(family, params, jax.random.PRNGKey(0), act, lambda c, a, r: c, (), 20)
+    _, traj, _ = rollout(family, params, jax.random.PRNGKey(0), act, lambda c, *_: c, (), 20)
     lanes = n * episodes_per_task
     trajectories = Trajectories(
         obs=traj["obs"],
