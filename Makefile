@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed
 # pytest workers: compiles are single-threaded, so two workers use both cores
 WORKERS ?= 2
 
-.PHONY: help install demo test lint format bench-ppo clean
+.PHONY: help install demo test lint format bench-ppo meta-point clean
 
 help:
 	@echo "make demo       create .venv, install, train S5-PPO on a memory task, print results"
 	@echo "make test       create .venv if needed, install, run the whole test suite"
 	@echo "make lint       ruff check + format check"
 	@echo "make bench-ppo  seqrl vs rejax vs Stable-Baselines3 PPO on CartPole (docs/benchmarks.md)"
+	@echo "make meta-point the offline meta-RL pipeline on PointRobot (docs/results.md)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +40,10 @@ format: $(STAMP)
 
 bench-ppo: $(STAMP)
 	$(BIN)/python -m benchmarks.ppo_cartpole
+
+# data -> world model -> agents -> evaluation -> results table (docs/results.md)
+meta-point: $(STAMP)
+	$(BIN)/python -m benchmarks.meta_point
 
 clean:
 	rm -rf $(VENV) .venv-* runs .pytest_cache
