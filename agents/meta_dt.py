@@ -487,6 +487,9 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         encode=encode,
     )
 
+    if m.prompt == "expert":  # read the held-out tasks' demos now, on the host
+        agent._prompt_demos("test")
+
     def evaluate(state, key, num_episodes, deterministic):
         """The run's own protocol on the test tasks: zero-shot for Meta-DT and the DT floor,
         the expert prompt for Prompt-DT."""

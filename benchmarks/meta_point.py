@@ -63,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     quick_s5 = {"total_timesteps": 25600, "loop.num_chunks": 2} if args.quick else {}
     episodes = 4 if args.quick else args.episodes
 
+    def train(config: Path, run_dir: Path, **overrides):
+        """Trains into ``run_dir``, or finishes a run an interrupted pipeline left there."""
+        if (run_dir / "summary.json").exists():
+            return None
+        if (run_dir / "checkpoints").exists():
+            return seqrl.train(None, resume=run_dir, progress=False)
+        return seqrl.train(str(config), run_dir=run_dir, progress=False, **overrides)
+
     def step(name, fn):
         t = time.perf_counter()
         result = fn()
@@ -75,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (experts / "summary.json").exists():
         step(
             "per-task PPO (50 goals, one run)",
-            lambda: seqrl.train(
-                str(CONFIGS / "ppo_per_task.yaml"), run_dir=experts, progress=False, **quick_ppo
-            ),
+            lambda: train(CONFIGS / "ppo_per_task.yaml", experts, **quick_ppo),
         )
     medium = out / "point-robot-medium-v0"
     expert = out / "point-robot-expert-v0"
@@ -93,23 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         if not (run_dir / "summary.json").exists():
             step(
                 f"train {label}",
-                lambda n=name, r=run_dir: seqrl.train(
-                    str(CONFIGS / n),
-                    run_dir=r,
-                    progress=False,
-                    dataset=str(medium),
-                    prompt_dataset=str(expert),
-                    **quick_dt,
+                lambda n=name, r=run_dir: train(
+                    CONFIGS / n, r, dataset=str(medium), prompt_dataset=str(expert), **quick_dt
                 ),
             )
         rows.append(_evaluate(label, run_dir, protocol, eval_meta, step))
     label, name = ONLINE
     run_dir = out / name.removesuffix(".yaml")
     if not (run_dir / "summary.json").exists():
-        step(
-            f"train {label}",
-            lambda: seqrl.train(str(CONFIGS / name), run_dir=run_dir, progress=False, **quick_s5),
-        )
+        step(f"train {label}", lambda: train(CONFIGS / name, run_dir, **quick_s5))
     rows.append(_evaluate(label, run_dir, "meta-dt", eval_meta, step))
 
     total = time.perf_counter() - t0

@@ -153,13 +153,21 @@ class MetaAgent:
     world_model: Any
     data: Any
     encode: Any
+    _demos: dict = dataclasses.field(default_factory=dict)
 
     def _prompt_demos(self, split: str):
-        """Prompt-DT: the last k steps of the first expert demo of each task of ``split``."""
-        from seqrl.agents.dt import returns_to_go
+        """Prompt-DT: the last k steps of the first expert demo of each task of ``split``
+        (host arrays, read once; call it outside of any jax trace)."""
+        if split not in self._demos:
+            with jax.ensure_compile_time_eval():
+                self._demos[split] = self._read_demos(split)
+        return self._demos[split]
+
+    def _read_demos(self, split: str):
         from seqrl.agents.meta_dt import load_meta_dataset
 
         traj, tasks, _ = load_meta_dataset(self.config.prompt_dataset, self.family, split)
+        traj = jax.tree.map(np.asarray, traj)
         first = self.family.num_train if split == "test" else 0
         wanted = range(first, first + jax.tree.leaves(self.family.split(split))[0].shape[0])
         rows = []
@@ -172,8 +180,11 @@ class MetaAgent:
             rows.append(int(hits[0]))
         rows = np.asarray(rows)
         k = self.config.meta.prompt_length
-        lengths = np.asarray(traj.lengths)[rows]
-        rtg = np.asarray(returns_to_go(jnp.asarray(traj.rewards)[rows], jnp.asarray(lengths)))
+        lengths = traj.lengths[rows]
+        rewards = np.where(
+            np.arange(traj.rewards.shape[1]) < lengths[:, None], traj.rewards[rows], 0
+        )
+        rtg = np.cumsum(rewards[:, ::-1], axis=1)[:, ::-1]
         idx = (lengths - k)[:, None] + np.arange(k)[None]
         take = lambda x: np.take_along_axis(
             np.asarray(x)[rows], idx.reshape(idx.shape + (1,) * (np.ndim(x) - 2)), axis=1
