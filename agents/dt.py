@@ -271,6 +271,19 @@ def make_model(config: Config, action_space) -> DecisionTransformer:
     )
 
 
+def make_optimizer(d: DTConfig):
+    """(AdamW with global-norm clipping, its learning-rate schedule: linear warm-up, then
+    constant)."""
+    schedule = optax.join_schedules(
+        [optax.linear_schedule(0.0, d.lr, max(d.warmup_steps, 1)), optax.constant_schedule(d.lr)],
+        [max(d.warmup_steps, 1)],
+    )
+    tx = optax.chain(
+        optax.clip_by_global_norm(d.grad_clip), optax.adamw(schedule, weight_decay=d.weight_decay)
+    )
+    return tx, schedule
+
+
 def window_data(trajectories: Any, config: Config) -> tuple[WindowData, np.ndarray, np.ndarray]:
     """Device-resident training data and the state statistics from padded trajectories
     (``obs``, ``actions``, ``rewards``, ``lengths``)."""
@@ -309,14 +322,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
             f"{config.env} ({env.observation_space(env_params).shape})"
         )
     model = make_model(config, action_space)
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, d.lr, max(d.warmup_steps, 1)), optax.constant_schedule(d.lr)],
-        [max(d.warmup_steps, 1)],
-    )
-    tx = optax.chain(
-        optax.clip_by_global_norm(d.grad_clip),
-        optax.adamw(schedule, weight_decay=d.weight_decay),
-    )
+    tx, schedule = make_optimizer(d)
     k = d.context
 
     def init(key: jax.Array) -> LearnerState:

@@ -39,7 +39,16 @@ import numpy as np
 import optax
 from flax import struct
 
-from seqrl.agents.dt import Block, DTConfig, Window, make_model, sample_window, window_data
+from seqrl.agents import dt as dt_agent
+from seqrl.agents.dt import (
+    Block,
+    DTConfig,
+    Window,
+    make_model,
+    make_optimizer,
+    sample_window,
+    window_data,
+)
 from seqrl.agents.world_model import (
     Context,
     WorldModel,
@@ -47,7 +56,7 @@ from seqrl.agents.world_model import (
     context_at,
     train_world_model,
 )
-from seqrl.config import ConfigError, LoopConfig, option
+from seqrl.config import ConfigError, option
 from seqrl.envs.spaces import Discrete
 from seqrl.errors import UserError
 from seqrl.loop import Trainer, train_fn
@@ -71,38 +80,23 @@ class MetaConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(dt_agent.Config):
     """Meta-DT training run (also Prompt-DT, the ablations and the plain-DT floor)."""
 
     agent: Literal["meta_dt"] = option("meta_dt", "the algorithm")
     env: str = option("meta/PointRobot", "task family (meta/...) the agent is evaluated in")
-    env_kwargs: dict = option({}, "keyword arguments for the environment's constructor")
     dataset: str = option("", "multi-task dataset (seqrl collect on a per-task PPO run)")
-    prompt_dataset: str = option("", "expert demos per task (prompt: expert)")
-    seed: int = option(0, "random seed", ge=0)
-    num_seeds: int = option(1, "independent seeds trained in parallel (a vmap axis)", ge=1)
     num_envs: int = option(4, "evaluation episodes per test task and round", ge=1)
-    total_updates: int = option(10_000, "gradient updates per seed", ge=1)
-    dt: DTConfig = option(DTConfig(), "Decision Transformer hyperparameters")
+    prompt_dataset: str = option("", "expert demos per task (prompt: expert)")
     meta: MetaConfig = option(MetaConfig(), "task conditioning: context and prompt")
     world_model: WorldModelConfig = option(WorldModelConfig(), "context world model")
-    loop: LoopConfig = option(LoopConfig(), "host loop, checkpoints, evaluation")
 
     def validate(self) -> None:
-        from seqrl.envs.registry import check_name
-
-        check_name(self.env, key="env")
+        super().validate()
         if not self.env.startswith("meta/"):
             raise ConfigError(f"config key 'env': {self.env!r} is not a task family (meta/...)")
-        if not self.dataset:
-            raise ConfigError("config key 'dataset' is required: a multi-task dataset")
         if self.meta.prompt == "expert" and not self.prompt_dataset:
             raise ConfigError("config key 'prompt_dataset' is required with meta.prompt=expert")
-        if self.dt.embed_dim % self.dt.num_heads:
-            raise ConfigError(
-                f"config key 'dt.num_heads' ({self.dt.num_heads}) must divide dt.embed_dim "
-                f"({self.dt.embed_dim})"
-            )
 
     @property
     def uses_world_model(self) -> bool:
@@ -317,24 +311,13 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
     returns = np.asarray(trajectories.rewards).sum(1)
     target = float(returns.max()) if m.target_return is None else m.target_return
 
-    dt_model = make_model(config, action_space)  # for its head
+    dt_model = make_model(config, action_space)  # the same head and sizes as a plain DT
+    shared = ("head", "num_actions", "embed_dim", "num_layers", "num_heads", "dropout")
     model = MetaDecisionTransformer(
-        head=dt_model.head,
-        num_actions=dt_model.num_actions,
-        embed_dim=d.embed_dim,
-        num_layers=d.num_layers,
-        num_heads=d.num_heads,
-        dropout=d.dropout,
-        max_timestep=d.max_timestep,
+        **{f: getattr(dt_model, f) for f in shared}, max_timestep=dt_model.max_timestep
     )
     world_model = WorldModel(wmc, int(np.prod(obs_shape)))
-    schedule = optax.join_schedules(
-        [optax.linear_schedule(0.0, d.lr, max(d.warmup_steps, 1)), optax.constant_schedule(d.lr)],
-        [max(d.warmup_steps, 1)],
-    )
-    tx = optax.chain(
-        optax.clip_by_global_norm(d.grad_clip), optax.adamw(schedule, weight_decay=d.weight_decay)
-    )
+    tx, schedule = make_optimizer(d)
     k, h, kp = d.context, wmc.horizon, m.prompt_length
     use_prompt = m.prompt != "none"
 
@@ -495,9 +478,10 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         the expert prompt for Prompt-DT."""
         mode = "few-shot" if m.prompt == "expert" else "zero-shot"
         protocol = "prompt-dt" if m.prompt == "expert" else "meta-dt"
-        rounds = max(1, -(-num_episodes // family.num_test))
+        rounds = max(1, -(-num_episodes // (family.num_test * config.num_envs)))
         out = agent.evaluate(state, key, "test", mode, protocol, rounds, deterministic)
-        return {"returns": out["returns"].reshape(-1)[:num_episodes]}
+        # episode-major, so any prefix covers every test task
+        return {"returns": out["returns"].T.reshape(-1)[:num_episodes]}
 
     return Trainer(
         init=init,

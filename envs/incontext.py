@@ -55,6 +55,34 @@ class InContextState:
     inner_first: jax.Array
 
 
+def advance_trial(state, action, stepped, reset, episodes_per_trial):
+    """One step of a trial of several episodes of one task. ``state`` has ``env_state``,
+    ``episode_index``, ``inner_return``, ``prev_action``, ``prev_reward``, ``inner_first``;
+    ``stepped`` is the inner env's step output, ``reset`` its reset to the SAME task (used when
+    the inner episode ended). Returns (inner obs, new state, trial over, info)."""
+    obs, env_state, reward, terminated, truncated, _ = stepped
+    obs_reset, env_state_reset = reset
+    inner_done = jnp.logical_or(terminated, truncated)
+    inner_return = state.inner_return + reward
+    obs = jnp.where(inner_done, obs_reset, obs)
+    env_state = jax.tree.map(lambda a, b: jnp.where(inner_done, a, b), env_state_reset, env_state)
+    trial_over = jnp.logical_and(inner_done, state.episode_index + 1 >= episodes_per_trial)
+    new_state = state.replace(
+        env_state=env_state,
+        episode_index=state.episode_index + inner_done.astype(jnp.int32),
+        inner_return=jnp.where(inner_done, 0.0, inner_return),
+        prev_action=action,
+        prev_reward=reward.astype(jnp.float32),
+        inner_first=inner_done,
+    )
+    info = {
+        "inner_episode_done": inner_done,
+        "inner_episode_return": inner_return,
+        "episode_index": state.episode_index,
+    }
+    return obs, new_state, trial_over, info
+
+
 class InContextProjection(Environment):
     """Wraps a *raw* env (``make_raw``); the result is raw too (trial = episode)."""
 
@@ -138,32 +166,12 @@ class InContextProjection(Environment):
             inner_action = state.action_map[action]
         else:
             inner_action = state.action_map @ action
-        obs, env_state, reward, terminated, truncated, info = self.env.step(
-            key_step, state.env_state, inner_action, params.env_params
+        stepped = self.env.step(key_step, state.env_state, inner_action, params.env_params)
+        reset = self.env.reset(key_reset, params.env_params)
+        obs, new_state, trial_over, info = advance_trial(
+            state, action, stepped, reset, params.episodes_per_trial
         )
-        inner_done = jnp.logical_or(terminated, truncated)
-        inner_return = state.inner_return + reward
-        obs_reset, env_state_reset = self.env.reset(key_reset, params.env_params)
-        obs = jnp.where(inner_done, obs_reset, obs)
-        env_state = jax.tree.map(
-            lambda a, b: jnp.where(inner_done, a, b), env_state_reset, env_state
-        )
-        trial_over = jnp.logical_and(
-            inner_done, state.episode_index + 1 >= params.episodes_per_trial
-        )
-        new_state = state.replace(
-            env_state=env_state,
-            episode_index=state.episode_index + inner_done.astype(jnp.int32),
-            inner_return=jnp.where(inner_done, 0.0, inner_return),
-            prev_action=action,
-            prev_reward=reward.astype(jnp.float32),
-            inner_first=inner_done,
-        )
-        info = {
-            "inner_episode_done": inner_done,
-            "inner_episode_return": inner_return,
-            "episode_index": state.episode_index,
-        }
+        reward = stepped[2]
         return (
             self._observe(obs, new_state),
             new_state,

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from seqrl.envs.core import Environment
+from seqrl.envs.incontext import advance_trial
 from seqrl.envs.meta.core import FamilyParams, TaskFamily, num_tasks, task_at
 from seqrl.envs.spaces import Box, Discrete
 
@@ -91,34 +92,15 @@ class TaskTrials(Environment):
 
     def step(self, key, state, action, params):
         key_step, key_reset = jax.random.split(key)
-        obs, env_state, reward, terminated, truncated, _ = self.family.step(
-            key_step, state.env_state, action, params
+        stepped = self.family.step(key_step, state.env_state, action, params)
+        reset = self.family.reset_task(key_reset, params, state.task)
+        obs, new_state, trial_over, info = advance_trial(
+            state, action, stepped, reset, self.episodes_per_trial
         )
-        inner_done = jnp.logical_or(terminated, truncated)
-        inner_return = state.inner_return + reward
-        obs_reset, env_state_reset = self.family.reset_task(key_reset, params, state.task)
-        obs = jnp.where(inner_done, obs_reset, obs)
-        env_state = jax.tree.map(
-            lambda a, b: jnp.where(inner_done, a, b), env_state_reset, env_state
-        )
-        trial_over = jnp.logical_and(inner_done, state.episode_index + 1 >= self.episodes_per_trial)
-        new_state = state.replace(
-            env_state=env_state,
-            episode_index=state.episode_index + inner_done.astype(jnp.int32),
-            inner_return=jnp.where(inner_done, 0.0, inner_return),
-            prev_action=action,
-            prev_reward=reward.astype(jnp.float32),
-            inner_first=inner_done,
-        )
-        info = {
-            "inner_episode_done": inner_done,
-            "inner_episode_return": inner_return,
-            "episode_index": state.episode_index,
-        }
         return (
             self._observe(obs, new_state),
             new_state,
-            reward,
+            stepped[2],
             trial_over,
             jnp.zeros((), jnp.bool_),
             info,
