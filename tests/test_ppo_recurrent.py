@@ -80,3 +80,33 @@ def test_recurrent_resume_equals_uninterrupted(tmp_path):
     assert a.carry[0].dtype == jnp.complex64
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_two_seeds_of_a_recurrent_network_train(tmp_path):
+    """Regression: XLA:CPU (jax 0.10.2) hangs at run time on the vmapped init of a GRU/S5
+    network of d_model 64 over two seeds; the loop initializes seeds with lax.map. Run in a
+    subprocess so a hang fails the test instead of the suite."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "seqrl.cli",
+        "train",
+        "configs/ppo/popgym/stateless_cartpole_gru.yaml",
+        "num_seeds=2",
+        "total_timesteps=8192",
+        "loop.num_chunks=1",
+        "loop.eval_episodes=2",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["final_return_per_seed"]) == 2
