@@ -34,6 +34,17 @@ ONLINE = ("In-context S5-PPO (online)", "ppo_s5_incontext.yaml")
 HEADING = "## Offline meta-RL on PointRobot (make meta-point)"
 
 
+def render(report_json: Path = Path("docs/benchmarks/meta_point.json")) -> None:
+    """Rewrites the docs/results.md section from the saved report (no rerun)."""
+    import json
+
+    from benchmarks.common import replace_section
+
+    replace_section(
+        Path("docs/results.md"), HEADING, _markdown(json.loads(report_json.read_text()))
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/meta-point"))
@@ -200,19 +211,20 @@ def _markdown(report: dict) -> str:
         f"Command: `{report['command']}` ({report['wall_seconds'] / 60:.1f} min end to end, "
         f"seqrl {report['seqrl_revision']}, {report['machine'].get('nproc', '?')} CPUs, load "
         f"{report['load_average'][0]:.1f}). 45 training goals, 5 held-out goals, "
-        f"{report['episodes_per_task']} medium episodes per goal; 3 seeds per agent (one vmapped "
-        "run each); each cell is the mean +- std over seeds x held-out goals of the return of "
-        "deterministic episodes. Normalized score (R - R_random) / (R_oracle - R_random) per "
-        "goal, R_oracle from the analytic oracle (straight to the goal).",
+        f"{report['episodes_per_task']} medium episodes per goal; seeds per agent in the table "
+        "(the offline agents train theirs side by side in one vmapped run); each cell is the "
+        "mean +- std over seeds x held-out goals of the per-goal mean return of deterministic "
+        "episodes. Normalized score (R - R_random) / (R_oracle - R_random) per goal, R_oracle "
+        "from the analytic oracle (straight to the goal).",
         "",
-        "| agent | zero-shot return | zero-shot normalized | few-shot return "
+        "| agent | seeds | zero-shot return | zero-shot normalized | few-shot return "
         "| few-shot normalized |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         z, f = r["zero-shot"], r["few-shot"]
         lines.append(
-            f"| {r['agent']} | {z['return_mean']:.2f} +- {z['return_std']:.2f} | "
+            f"| {r['agent']} | {z['seeds']} | {z['return_mean']:.2f} +- {z['return_std']:.2f} | "
             f"{z['normalized_mean']:.3f} +- {z['normalized_std']:.3f} | "
             f"{f['return_mean']:.2f} +- {f['return_std']:.2f} | "
             f"{f['normalized_mean']:.3f} +- {f['normalized_std']:.3f} |"
