@@ -1,6 +1,7 @@
 """Decision Transformer: causality, the window sampler at episode starts and ends, training and
 on-device evaluation through the loop."""
 
+import dataclasses
 import types
 
 import jax
@@ -149,8 +150,14 @@ def test_ppo_collect_dt_end_to_end(tmp_path):
     assert s["agent"] == "dt" and s["total_samples"] == 40 * 8 and s["samples_per_second"] > 0
     assert 1 <= s["final_return_mean"] <= 500
     policy = seqrl.load(result.run_dir)
+    seen = {}  # the target reaches the DT's evaluation (it was once dropped on the way)
+    evaluate = policy.trainer.evaluate
+    policy.trainer = dataclasses.replace(
+        policy.trainer, evaluate=lambda *a, **k: (seen.update(k), evaluate(*a, **k))[1]
+    )
     low = policy.evaluate_all(4, target_return=1.0)["returns"]
     assert low.shape == (1, 4)
+    assert seen == {"target_return": 1.0}
     with pytest.raises(ConfigError, match="do not fit"):
         dt.make_trainer(
             cfg.load_config(TINY, {"env": "gymnax/Acrobot-v1", "dataset": str(dataset)})
