@@ -202,6 +202,14 @@ def test_harness_runs_a_tiny_untrained_meta_dt():
 
 
 def test_config_errors():
+    for kwargs in (
+        {"num_train": 0},
+        {"num_test": -1},
+        {"num_train": 2.5},
+        {"episodes_per_trial": -1},
+    ):
+        with pytest.raises(UserError):
+            make_raw("meta/PointRobot", **kwargs)
     with pytest.raises(ConfigError, match="task family"):
         cfg.load_config({"agent": "ppo", "env": "gymnax/CartPole-v1", "tasks": "train"})
     with pytest.raises(ConfigError, match="prompt_dataset"):

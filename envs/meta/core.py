@@ -23,6 +23,7 @@ import jax
 from flax import struct
 
 from seqrl.envs.core import Environment
+from seqrl.errors import UserError
 
 SPLITS = ("train", "test", "all")
 
@@ -50,9 +51,12 @@ class TaskFamily(Environment):
     episode_length: int = 200
 
     def __init__(self, num_train: int, num_test: int, split_seed: int = 0):
-        if num_train < 1 or num_test < 0:
-            raise ValueError(
-                f"num_train must be >= 1 and num_test >= 0, got {num_train}/{num_test}"
+        counts = (num_train, num_test)
+        counts_ok = all(isinstance(n, int) and not isinstance(n, bool) for n in counts)
+        if not counts_ok or num_train < 1 or num_test < 0:
+            raise UserError(
+                f"{type(self).__name__}: num_train must be an integer >= 1 and num_test an "
+                f"integer >= 0, got {num_train!r} / {num_test!r}"
             )
         self.num_train = num_train
         self.num_test = num_test

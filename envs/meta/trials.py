@@ -19,6 +19,7 @@ from seqrl.envs.core import Environment
 from seqrl.envs.incontext import advance_trial
 from seqrl.envs.meta.core import FamilyParams, TaskFamily, num_tasks, task_at
 from seqrl.envs.spaces import Box, Discrete
+from seqrl.errors import UserError
 
 
 @struct.dataclass
@@ -36,8 +37,10 @@ class TaskTrials(Environment):
     """``episodes_per_trial`` episodes per task of ``family`` (raw: trial = episode)."""
 
     def __init__(self, family: TaskFamily, episodes_per_trial: int):
-        if episodes_per_trial < 1:
-            raise ValueError(f"episodes_per_trial must be >= 1, got {episodes_per_trial}")
+        if not isinstance(episodes_per_trial, int) or episodes_per_trial < 1:
+            raise UserError(
+                f"episodes_per_trial must be an integer >= 1, got {episodes_per_trial!r}"
+            )
         self.family = family
         self.episodes_per_trial = episodes_per_trial
         space = family.action_space(family.default_params)
