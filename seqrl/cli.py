@@ -313,12 +313,22 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _is_override(token: str) -> bool:
+    key, sep, _ = token.partition("=")
+    return bool(sep) and bool(key) and not key.startswith("-")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         if argv is not None and any("\x00" in str(a) for a in argv):  # never from a shell
             raise UserError("an argument contains a NUL byte")
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # `seqrl train CONFIG --run-dir DIR key=value`: overrides may follow the options too
+        if extra and args.command == "train" and all(_is_override(e) for e in extra):
+            args.items += extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command is None:
             parser.print_help()
             return 2

@@ -121,3 +121,16 @@ def test_console_script_train_eval_plot_envs(tmp_path):
     )
     assert out.returncode == 2 and "already holds a run" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_overrides_may_follow_the_options(tmp_path, capsys):
+    """`seqrl train CONFIG --run-dir DIR key=value` applies the override (here: rejected as an
+    unknown key before anything compiles), and other stray tokens are still errors."""
+    from seqrl.cli import main
+
+    args = ["train", "configs/ppo/cartpole.yaml", "--run-dir", str(tmp_path / "r"), "bogus=1"]
+    assert main(args) == 2
+    assert "unknown config key 'bogus'" in capsys.readouterr().err
+    assert main(["train", "configs/ppo/cartpole.yaml", "--run-dir", str(tmp_path), "--frob"]) == 2
+    assert "unrecognized arguments: --frob" in capsys.readouterr().err
+    assert main(["envs", "x=1"]) == 2
