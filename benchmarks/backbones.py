@@ -75,14 +75,14 @@ def worker(backbone: str, num_steps: int, env: str, updates: int) -> dict:
 
     from seqrl import config as cfg
     from seqrl.agents import ppo
-    from seqrl.loop import make_chunk
+    from seqrl.loop import init_seeds, make_chunk
 
     conf = cfg.load_config("configs/ppo/cartpole.yaml", overrides(backbone, num_steps, env))
     num_envs, num_steps = conf.num_envs, conf.ppo.num_steps
     trainer = ppo.make_trainer(conf)
     keys = jax.random.split(jax.random.PRNGKey(0), 1)
     t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(trainer.init)).lower(keys).compile()
+    init = jax.jit(init_seeds(trainer)).lower(keys).compile()
     abstract = jax.eval_shape(jax.vmap(trainer.init), keys)
     step = jax.jit(make_chunk(trainer, 1), donate_argnums=0).lower(abstract, None).compile()
     compile_seconds = time.perf_counter() - t0

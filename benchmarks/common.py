@@ -139,6 +139,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def ratio_table(ratios: list[dict], header: str = "ratio") -> list[str]:
+    """Markdown rows of a benchmark's peer ratios (``name``, ``value``, ``target``: a number
+    meaning ">=", a ready string or None, ``met``: True / False / None)."""
+    lines = [f"| {header} | measured | target | |", "|---|---|---|---|"]
+    for r in ratios:
+        value = "n/a" if r["value"] is None else f"{r['value']:.2f}"
+        target = r["target"]
+        if target is None:
+            target = ""
+        elif not isinstance(target, str):
+            target = f">= {target:g}"
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[r["met"]]
+        lines.append(f"| {r['name']} | {value} | {target} | {verdict} |")
+    return lines
+
+
 def replace_section(doc: Path, heading: str, section: str) -> None:
     """Writes ``section`` (starting with ``heading``) into ``doc`` in place of the old one."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"

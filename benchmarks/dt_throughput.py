@@ -34,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, load_average, machine, replace_section, seqrl_revision
+from benchmarks.common import (
+    ROOT,
+    load_average,
+    machine,
+    ratio_table,
+    replace_section,
+    seqrl_revision,
+)
 from benchmarks.ppo_cartpole import dumps, ensure_venv
 
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -271,11 +278,7 @@ def table(report: dict) -> str:
             f"{'' if rate is None else f'{rate:.0f}'} | {compile_s} | "
             f"{r['param_count']:,} | {r['process_peak_rss_mb']:,.0f} | {load} |"
         )
-    lines += ["", "| ratio of samples/s | measured | target | |", "|---|---|---|---|"]
-    for r in report["ratios"]:
-        target = "" if r["target"] is None else f">= {r['target']:g}"
-        verdict = {True: "met", False: "MISSED", None: ""}[r["met"]]
-        lines.append(f"| {r['name']} | {r['value']:.2f} | {target} | {verdict} |")
+    lines += ["", *ratio_table(report["ratios"], "ratio of samples/s")]
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ from seqrl import config as cfg
 from seqrl.agents import dt
 from seqrl.envs.core import Environment
 from seqrl.envs.spaces import Box, Discrete
-from seqrl.loop import make_chunk
+from seqrl.loop import init_seeds, make_chunk
 from seqrl.runtime import versions
 
 
@@ -147,7 +147,7 @@ def main() -> None:
     # COMPILE: the programs seqrl's loop compiles before training (init, one chunk)
     keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
     t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(trainer.init)).lower(keys).compile()
+    init = jax.jit(init_seeds(trainer)).lower(keys).compile()
     t1 = time.perf_counter()
     states = init(keys)
     chunk = (

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, load_average, machine, seqrl_revision
+from benchmarks.common import ROOT, load_average, machine, ratio_table, seqrl_revision
 
 DOC = ROOT / "docs" / "benchmarks.md"
 DOC_JSON = ROOT / "docs" / "benchmarks" / "ppo_cartpole.json"
@@ -237,11 +237,7 @@ def table(report: dict) -> str:
         else:
             cells = [fmt(results[p].get(key), digits) for p in peers]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| ratio | measured | target | |", "|---|---|---|---|"]
-    for r in report["ratios"]:
-        value = "n/a" if r["value"] is None else f"{r['value']:.2f}"
-        verdict = {True: "met", False: "MISSED", None: "n/a"}[r["met"]]
-        lines.append(f"| {r['name']} | {value} | {r['target']} | {verdict} |")
+    lines += ["", *ratio_table(report["ratios"])]
     return "\n".join(lines)
 
 

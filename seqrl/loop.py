@@ -126,6 +126,13 @@ def make_chunk(trainer: Trainer, num_updates: int):
     return chunk
 
 
+def init_seeds(trainer: Trainer) -> Callable[[jax.Array], Any]:
+    """``init(keys[S]) -> states[S]``, one seed after another (``lax.map``, not ``vmap``):
+    XLA:CPU in jax 0.10.2 hangs at run time on the vmapped init of some recurrent networks
+    (GRU/S5 with d_model 64 and two seeds). Init runs once, so the sequence costs nothing."""
+    return lambda keys: jax.lax.map(trainer.init, keys)
+
+
 def plan_chunks(num_updates: int, num_chunks: int) -> list[int]:
     """Chunk sizes summing to ``num_updates``, about ``num_chunks`` of them.
 
@@ -260,10 +267,7 @@ def run(
     starts = [sum(sizes[:c]) for c in range(num_chunks)]
 
     # COMPILE: init, the chunk of updates, evaluation (timed ahead of time, no run yet)
-    # seeds are initialized one after another (lax.map, not vmap): XLA:CPU in jax 0.10.2 hangs
-    # at run time on the vmapped init of some recurrent networks (GRU/S5 with d_model 64 and
-    # two seeds); init runs once, so the sequential loop costs nothing measurable
-    init, t_init = _timed_compile(lambda k: jax.lax.map(trainer.init, k), keys)
+    init, t_init = _timed_compile(init_seeds(trainer), keys)
     chunks: dict[int, Any] = {}
     compile_seconds = t_init
 
