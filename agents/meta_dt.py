@@ -502,3 +502,28 @@ def _raw_states(d: DTConfig) -> DTConfig:
 
 def make_train(config: Config, trajectories: Any | None = None):
     return train_fn(make_trainer(config, trajectories))
+
+
+def task_vectors(trainer: Trainer, state: LearnerState, trajectories: Any) -> jax.Array:
+    """The task vector z_t of every step of ``trajectories`` (padded ``seqrl.data.Trajectories``
+    of any tasks, held-out ones included) from the run's frozen context encoder, with the same
+    contexts and state normalization as training: ``[N, L, latent_dim]``; steps ``t >= lengths``
+    are padding. ``state`` is one seed's (``seqrl.load(run_dir).seed_state(i)``)."""
+    agent = trainer.parts["meta_agent"]
+    if not agent.config.uses_world_model:
+        raise UserError("this run has no world model (meta.context false, no error prompt)")
+    normalize = lambda x: (jnp.asarray(x, jnp.float32) - state.obs_mean) / state.obs_std
+    obs = normalize(trajectories.obs)
+    n, length = obs.shape[:2]
+    last = jnp.asarray(trajectories.lengths) - 1
+    next_obs = jnp.concatenate([obs[:, 1:], jnp.zeros_like(obs[:, :1])], axis=1)
+    next_obs = next_obs.at[jnp.arange(n), last].set(normalize(trajectories.final_obs))
+    space = agent.family.action_space(agent.family.default_params)
+    actions = _one_hot_actions(jnp.asarray(trajectories.actions), space)
+    rewards = jnp.asarray(trajectories.rewards, jnp.float32)
+    h = agent.config.world_model.horizon
+    steps = jnp.arange(length)
+    ctx = jax.vmap(lambda o, a, r, s2: jax.vmap(lambda t: context_at(o, a, r, s2, t, h))(steps))(
+        obs, actions, rewards, next_obs
+    )
+    return agent.encode(state.wm_params, ctx, (n, length))

@@ -246,3 +246,25 @@ def test_per_task_ppo_trains_one_learner_per_task():
     refs = reference_returns(PointRobot(num_train=2, num_test=1), goals, jax.random.PRNGKey(2))
     score = (per_task - refs["random"]) / (refs["oracle"] - refs["random"])
     assert np.all(score > 0.6), (per_task, refs)
+
+
+def test_task_vectors_of_any_episodes_match_the_training_z():
+    family = PointRobot(num_train=4, num_test=2)
+    traj, tasks = _random_multitask_data(family, 3)
+    train = tasks < 4
+    pick = lambda rows: jax.tree.map(lambda x: np.asarray(x)[rows], traj)
+    config = cfg.load_config(TINY)
+    trainer = meta_dt.make_trainer(config, (pick(train), tasks[train]))
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    # the training episodes: exactly the z the DT was trained with
+    z = meta_dt.task_vectors(trainer, state, pick(train))
+    np.testing.assert_allclose(np.asarray(z), np.asarray(state.z_table), atol=1e-5)
+    # held-out episodes: one z per step; step 0 has an empty context, the same for every task
+    z_test = np.asarray(meta_dt.task_vectors(trainer, state, pick(~train)))
+    assert z_test.shape == (6, 20, 16) and np.all(np.isfinite(z_test))
+    np.testing.assert_allclose(z_test[:, 0], np.broadcast_to(z_test[0, 0], (6, 16)), atol=1e-6)
+    assert not np.allclose(z_test[0, 10], z_test[-1, 10])
+    floor = cfg.load_config({**TINY, "meta": {"context": False, "prompt": "none"}})
+    floor_trainer = meta_dt.make_trainer(floor, (pick(train), tasks[train]))
+    with pytest.raises(UserError, match="no world model"):
+        meta_dt.task_vectors(floor_trainer, state, pick(~train))
