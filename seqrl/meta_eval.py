@@ -505,3 +505,33 @@ def eval_meta(
         log(f"  task {i}: return {r:8.2f}  normalized {s:6.3f}")
     log(f"results: {out}")
     return result
+
+
+def random_episodes(family, tasks, per_task: int, key: jax.Array):
+    """``per_task`` episodes of uniformly random actions in each task of ``tasks`` (task-major),
+    as padded ``seqrl.data.Trajectories``: data whose behaviour says nothing about the task, so
+    only rewards (and dynamics) can reveal it."""
+    from seqrl.data import Trajectories
+
+    space = family.action_space(family.default_params)
+    length = family.episode_length
+
+    def act(carry, obs, t, key):
+        return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
+
+    params = lane_params(family, tasks, per_task)
+    _, traj, _ = rollout(family, params, key, act, lambda carry, *_: carry, (), length)
+    valid = traj["valid"]
+    lengths = valid.sum(1).astype(jnp.int32)
+    last = jnp.arange(length)[None] == (lengths - 1)[:, None]
+    pad = lambda x: x * valid.reshape(valid.shape + (1,) * (x.ndim - 2))
+    return Trajectories(
+        obs=pad(traj["obs"]),
+        actions=pad(traj["actions"]),
+        rewards=traj["rewards"],
+        # an episode that stopped before the family's time limit terminated
+        terminated=last & (lengths < length)[:, None],
+        truncated=last & (lengths == length)[:, None],
+        lengths=lengths,
+        final_obs=traj["next_obs"][jnp.arange(lengths.shape[0]), lengths - 1],
+    )

@@ -11,7 +11,6 @@ from seqrl import config as cfg
 from seqrl.agents import meta_dt
 from seqrl.agents.world_model import Context, WorldModel, WorldModelConfig, context_at
 from seqrl.cli import main
-from seqrl.data import Trajectories
 from seqrl.envs import make_raw, make_vec
 from seqrl.envs.meta import PointRobot
 from seqrl.errors import ConfigError, UserError
@@ -19,6 +18,7 @@ from seqrl.meta_eval import (
     lane_params,
     max_error_start,
     parse_mode,
+    random_episodes,
     reference_returns,
     rollout,
     window_sums,
@@ -144,26 +144,24 @@ def test_mode_parsing_has_no_bool_trap(capsys):
 
 def _random_multitask_data(family, episodes_per_task: int):
     """Random-action episodes of every task of the family, task-major."""
-    tasks = family.split("all")
-    n = tasks.shape[0]
-    params = lane_params(family, tasks, episodes_per_task)
-    space = family.action_space(family.default_params)
+    n = family.num_train + family.num_test
+    traj = random_episodes(family, family.split("all"), episodes_per_task, jax.random.PRNGKey(0))
+    return traj, np.repeat(np.arange(n), episodes_per_task)
 
-    def act(carry, obs, t, key):
-        return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
 
-    _, traj, _ = rollout(family, params, jax.random.PRNGKey(0), act, lambda c, *_: c, (), 20)
-    lanes = n * episodes_per_task
-    trajectories = Trajectories(
-        obs=traj["obs"],
-        actions=traj["actions"],
-        rewards=traj["rewards"],
-        terminated=jnp.zeros((lanes, 20), bool),
-        truncated=jnp.zeros((lanes, 20), bool).at[:, -1].set(True),
-        lengths=jnp.full(lanes, 20, jnp.int32),
-        final_obs=traj["next_obs"][:, -1],
+def test_random_episodes_are_aligned_padded_trajectories():
+    family = PointRobot(num_train=2, num_test=1)
+    traj = random_episodes(family, family.split("all"), 2, jax.random.PRNGKey(0))
+    assert traj.obs.shape == (6, 20, 2) and traj.actions.shape == (6, 20, 2)
+    np.testing.assert_array_equal(np.asarray(traj.lengths), 20)
+    assert not np.asarray(traj.terminated).any()
+    np.testing.assert_array_equal(np.asarray(traj.truncated).nonzero()[1], [19] * 6)
+    # reward t is paid for the position step t leads to (obs t + 1; final_obs after the last)
+    after = np.concatenate([np.asarray(traj.obs)[:, 1:], np.asarray(traj.final_obs)[:, None]], 1)
+    goal = np.repeat(np.asarray(family.split("all")), 2, axis=0)[:, None]
+    np.testing.assert_allclose(
+        np.asarray(traj.rewards), -np.linalg.norm(after - goal, axis=-1), atol=1e-5
     )
-    return trajectories, np.repeat(np.arange(n), episodes_per_task)
 
 
 TINY = {
