@@ -177,14 +177,27 @@ TINY = {
 }
 
 
-def test_harness_runs_a_tiny_untrained_meta_dt():
+@pytest.fixture(scope="module")
+def tiny_meta_dt():
+    """Random-action episodes of 4 training + 2 held-out goals, and a TINY Meta-DT initialized
+    (its world model trained) on the training goals' episodes only."""
     family = PointRobot(num_train=4, num_test=2)
     traj, tasks = _random_multitask_data(family, 3)
     train = tasks < 4  # the trainer is given training tasks only
-    data = (jax.tree.map(lambda x: np.asarray(x)[train], traj), tasks[train])
-    config = cfg.load_config(TINY)
-    trainer = meta_dt.make_trainer(config, data)
+    pick = lambda rows: jax.tree.map(lambda x: np.asarray(x)[rows], traj)
+    trainer = meta_dt.make_trainer(cfg.load_config(TINY), (pick(train), tasks[train]))
     state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    return {
+        "train": pick(train),
+        "test": pick(~train),
+        "train_tasks": tasks[train],
+        "trainer": trainer,
+        "state": state,
+    }
+
+
+def test_harness_runs_a_tiny_untrained_meta_dt(tiny_meta_dt):
+    trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
     assert np.isfinite(float(state.wm_loss))
     assert state.z_table.shape == (12, 20, 16)
     state, metrics = jax.jit(trainer.update)(state, trainer.data)
@@ -246,23 +259,18 @@ def test_per_task_ppo_trains_one_learner_per_task():
     assert np.all(score > 0.6), (per_task, refs)
 
 
-def test_task_vectors_of_any_episodes_match_the_training_z():
-    family = PointRobot(num_train=4, num_test=2)
-    traj, tasks = _random_multitask_data(family, 3)
-    train = tasks < 4
-    pick = lambda rows: jax.tree.map(lambda x: np.asarray(x)[rows], traj)
-    config = cfg.load_config(TINY)
-    trainer = meta_dt.make_trainer(config, (pick(train), tasks[train]))
-    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+def test_task_vectors_of_any_episodes_match_the_training_z(tiny_meta_dt):
+    trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
     # the training episodes: exactly the z the DT was trained with
-    z = meta_dt.task_vectors(trainer, state, pick(train))
+    z = meta_dt.task_vectors(trainer, state, tiny_meta_dt["train"])
     np.testing.assert_allclose(np.asarray(z), np.asarray(state.z_table), atol=1e-5)
     # held-out episodes: one z per step; step 0 has an empty context, the same for every task
-    z_test = np.asarray(meta_dt.task_vectors(trainer, state, pick(~train)))
+    z_test = np.asarray(meta_dt.task_vectors(trainer, state, tiny_meta_dt["test"]))
     assert z_test.shape == (6, 20, 16) and np.all(np.isfinite(z_test))
     np.testing.assert_allclose(z_test[:, 0], np.broadcast_to(z_test[0, 0], (6, 16)), atol=1e-6)
     assert not np.allclose(z_test[0, 10], z_test[-1, 10])
     floor = cfg.load_config({**TINY, "meta": {"context": False, "prompt": "none"}})
-    floor_trainer = meta_dt.make_trainer(floor, (pick(train), tasks[train]))
+    train_data = (tiny_meta_dt["train"], tiny_meta_dt["train_tasks"])
+    floor_trainer = meta_dt.make_trainer(floor, train_data)
     with pytest.raises(UserError, match="no world model"):
-        meta_dt.task_vectors(floor_trainer, state, pick(~train))
+        meta_dt.task_vectors(floor_trainer, state, tiny_meta_dt["test"])
