@@ -27,7 +27,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from seqrl.config import ConfigError, LoopConfig, option
+from seqrl import distributed
+from seqrl.config import ConfigError, LoopConfig, devices_option, option
 from seqrl.envs import make_vec
 from seqrl.envs.spaces import Discrete
 from seqrl.evaluate import episode_returns
@@ -74,6 +75,7 @@ class Config:
     seed: int = option(0, "random seed", ge=0)
     num_seeds: int = option(1, "independent seeds trained in parallel (a vmap axis)", ge=1)
     num_envs: int = option(16, "parallel environments in evaluation rollouts", ge=1)
+    devices: Literal["all"] | int = devices_option()
     total_updates: int = option(10_000, "gradient updates per seed", ge=1)
     dt: DTConfig = option(DTConfig(), "Decision Transformer hyperparameters")
     loop: LoopConfig = option(LoopConfig(), "host loop, checkpoints, evaluation")
@@ -355,7 +357,8 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
 
     def update(state: LearnerState, data: WindowData) -> tuple[LearnerState, dict]:
         key, batch_key, drop_key = jax.random.split(state.key, 3)
-        batch = sample_batch(batch_key, data, d.batch_size, k)
+        # the batch of windows is the data-parallel axis (sharded when the seeds are not)
+        batch = distributed.constrain_batch(sample_batch(batch_key, data, d.batch_size, k))
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, batch, drop_key
         )
@@ -441,6 +444,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         steps_per_update=d.batch_size,
         unit="samples",
         data=data,
+        data_axis=distributed.DataAxis(d.batch_size, "dt.batch_size", distributed.replicated_specs),
         parts={
             "model": model,
             "policy_step": policy_step,

@@ -23,6 +23,7 @@ import optax
 from flax import struct
 
 from seqrl import config as cfg
+from seqrl import distributed
 from seqrl.config import ConfigError, LoopConfig, NetworkConfig, WrapperConfig, option
 from seqrl.envs import make_vec
 from seqrl.envs.core import NormalizeObservationState, find_state
@@ -65,6 +66,7 @@ class Config:
     seed: int = option(0, "random seed (seed i of num_seeds uses fold_in(seed, i))", ge=0)
     num_seeds: int = option(1, "independent seeds trained in parallel (a vmap axis)", ge=1)
     num_envs: int = option(4, "parallel environments per seed", ge=1)
+    devices: Literal["all"] | int = cfg.devices_option()
     total_timesteps: int = option(500_000, "env steps per seed (per task with `tasks`)", ge=1)
     tasks: Literal["none", "train", "test", "all"] = option(
         "none",
@@ -459,12 +461,27 @@ def single_trainer(config: Config) -> Trainer:
             getattr(env_params, "episodes_per_trial", None),
         )
 
+    def state_specs(state: LearnerState):
+        """How one seed's learner state is sharded when the env batch is: env states,
+        observations and the recurrent carry along the envs; parameters, optimizer state and
+        shared statistics (observation normalizer) replicated."""
+        key = jax.random.PRNGKey(0)
+        envs = distributed.leading_axis_specs(
+            lambda n: make_env(config, n).reset(key, env_params)[1], config.num_envs
+        )
+        carry = distributed.leading_axis_specs(network.initialize_carry, config.num_envs)
+        batched = distributed.PartitionSpec(distributed.AXIS)
+        return distributed.replicated_specs(state).replace(
+            env_state=envs, obs=batched, first=batched, final_obs=batched, carry=carry
+        )
+
     return Trainer(
         init=init,
         update=update,
         evaluate=evaluate,
         num_updates=num_updates,
         steps_per_update=config.steps_per_update,
+        data_axis=distributed.DataAxis(config.num_envs, "num_envs", state_specs),
         parts={
             "network": network,
             "collect": collect,
@@ -491,8 +508,10 @@ def per_task_trainer(config: Config, single: Trainer) -> Trainer:
     n = int(jax.tree.leaves(params)[0].shape[0])
 
     def init(key: jax.Array) -> LearnerState:
+        # one task after another (lax.map): XLA:CPU in jax 0.10.2 deadlocks at run time on the
+        # vmapped init of brax bodies (as on some recurrent networks, see loop.init_seeds)
         keys = jax.random.split(key, n)
-        return jax.vmap(lambda k, tp: single.init(k, task_params=tp))(keys, params)
+        return jax.lax.map(lambda a: single.init(a[0], task_params=a[1]), (keys, params))
 
     def update(state: LearnerState) -> tuple[LearnerState, dict]:
         state, metrics = jax.vmap(single.update)(state)
@@ -512,6 +531,12 @@ def per_task_trainer(config: Config, single: Trainer) -> Trainer:
         evaluate=evaluate,
         num_updates=single.num_updates,
         steps_per_update=single.steps_per_update * n,
+        # the tasks are the data-parallel axis: every leaf of the state runs over them
+        data_axis=distributed.DataAxis(
+            n,
+            f"the number of {config.tasks} tasks",
+            lambda s: jax.tree.map(lambda _: distributed.PartitionSpec(distributed.AXIS), s),
+        ),
         parts={**single.parts, "single": single, "num_tasks": n},
     )
 

@@ -87,11 +87,19 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         if self.directory.exists() and not self.directory.is_dir():
             raise UserError(f"{self.directory} is not a checkpoint directory (it is a file)")
+        # under jax.distributed, process 0 alone writes (the loop hands it gathered arrays)
+        alone = {}
+        if jax.process_count() > 1:
+            self.directory.mkdir(parents=True, exist_ok=True)  # orbax will not, in this mode
+            alone["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+                primary_host=jax.process_index(), active_processes={jax.process_index()}
+            )
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep or None,
-            create=True,
+            create=not alone,
             enable_async_checkpointing=self.asynchronous,
             cleanup_tmp_directories=clean_up,
+            **alone,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 

@@ -21,14 +21,23 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(low: int, words: str):
+    """An argparse type: an integer >= ``low`` (``words`` names the range in errors)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_nonnegative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _nonnegative_float(text: str) -> float:
@@ -68,6 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, help="where to write the run (must not hold a run)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run directory")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group = p.add_argument_group(
+        "multi-host (jax.distributed)",
+        "Run one `seqrl train` per process with the same config and --run-dir; every process "
+        "trains its share of the seeds or batch, process 0 alone logs and writes the run. "
+        "Each flag can also come from an environment variable.",
+    )
+    group.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="address of process 0 (env SEQRL_COORDINATOR), e.g. 127.0.0.1:12355",
+    )
+    group.add_argument(
+        "--num-processes",
+        type=_positive_int,
+        metavar="N",
+        help="number of processes (env SEQRL_NUM_PROCESSES)",
+    )
+    group.add_argument(
+        "--process-id",
+        type=_nonnegative_int,
+        metavar="I",
+        help="this process, 0..N-1 (env SEQRL_PROCESS_ID)",
+    )
 
     p = sub.add_parser(
         "eval",
@@ -96,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         "or with minari: MINARI_DATASETS_PATH=<parent of DATASET> and "
         "minari.load_dataset('<name of DATASET>').",
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument(
+        "run_dir",
+        metavar="RUN_DIR|ENV",
+        help="a trained run directory, or a task family with a scripted policy "
+        "(meta/ML1-reach, meta/ML1-push, meta/ML1-pick-place: Meta-World's scripted policies, "
+        "--episodes per task, action noise by --quality or --noise)",
+    )
     p.add_argument("--episodes", type=_positive_int, required=True, help="episodes to record")
     p.add_argument(
         "-o",
@@ -113,10 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--noise",
         type=_nonnegative_float,
-        default=0.0,
+        default=None,
         metavar="EPS",
         help="discrete: probability of a random action; continuous: std of Gaussian noise "
-        "(actions are clipped to the space)",
+        "(actions are clipped to the space); default 0 for runs, and for scripted policies "
+        "0.1 (expert) / 1.0 (medium)",
     )
     p.add_argument(
         "--checkpoint",
@@ -170,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive_int, default=4, help="rounds of num_envs episodes per task"
     )
     p.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    p.add_argument(
+        "--reference-dataset",
+        metavar="DATASET",
+        default=None,
+        help="for families without an oracle policy (Cheetah-Vel, Ant-Dir): the normalized "
+        "score's R_oracle is the best episode of each task in this (expert) dataset; default: "
+        "the run's prompt_dataset or dataset",
+    )
 
     sub.add_parser("envs", help="list the registered environments")
     return parser
@@ -187,6 +234,9 @@ def _train(args) -> int:
         raise UserError(f"expected key=value overrides, got {bad[0]!r}")
     if config is None and args.resume is None:
         raise UserError("a CONFIG file is required (or --resume RUN_DIR)")
+    from seqrl import distributed
+
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     result = api.train(
         config,
         run_dir=args.run_dir,
@@ -253,14 +303,26 @@ def _eval(args) -> int:
 
 
 def _collect(args) -> int:
-    from seqrl.collection import collect
+    from seqrl.collection import collect, collect_scripted
+    from seqrl.envs import is_host
 
+    if is_host(args.run_dir) and not Path(args.run_dir).exists():
+        collect_scripted(
+            args.run_dir,
+            args.episodes,
+            args.output,
+            quality=args.quality,
+            noise=args.noise,
+            seed=args.seed,
+            env_kwargs={"episode_length": args.max_steps} if args.max_steps else None,
+        )
+        return 0
     collect(
         args.run_dir,
         args.episodes,
         args.output,
         quality=args.quality,
-        noise=args.noise,
+        noise=0.0 if args.noise is None else args.noise,
         checkpoint=args.checkpoint,
         seed=args.seed,
         max_steps=args.max_steps,
@@ -296,6 +358,7 @@ def _eval_meta(args) -> int:
         protocol=args.protocol,
         rounds=args.rounds,
         seed=args.seed,
+        reference_dataset=args.reference_dataset,
     )
     return 0
 

@@ -321,6 +321,16 @@ def traced_fields(obj: Any) -> dict[str, float]:
     }
 
 
+def devices_option() -> Any:
+    """The top-level ``devices`` key every agent's config has (see seqrl/distributed.py)."""
+    return option(
+        "all",
+        "devices to train on: all, or the first N. The seeds are sharded across them when N "
+        "divides num_seeds, else the agent's batch (PPO: num_envs; DT: dt.batch_size)",
+        ge=1,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Sections shared by agents
 # ---------------------------------------------------------------------------------------------

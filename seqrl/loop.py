@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqrl import config as cfg
+from seqrl import distributed
+from seqrl.distributed import DataAxis
 from seqrl.errors import ConfigError, NonFiniteError, UserError
 from seqrl.files import ensure_free_space, ensure_writable_dir, write_json_atomic, write_text_atomic
 from seqrl.runtime import configure_jax, versions
@@ -58,6 +60,12 @@ class Trainer:
     data: Any = None
     # the agent's own pieces (e.g. PPO's network, collect, advantages) for tests and notebooks
     parts: dict = dataclasses.field(default_factory=dict)
+    # True when ``evaluate`` steps a host-side env (Meta-World) and so cannot be jitted: the
+    # loop calls it seed by seed on concrete states
+    host_evaluate: bool = False
+    # the axis sharded across devices when they do not divide num_seeds (PPO's env batch);
+    # None: only the seeds can be sharded (see seqrl/distributed.py)
+    data_axis: DataAxis | None = None
 
 
 def train_fn(trainer: Trainer) -> Callable[[jax.Array], tuple[Any, dict]]:
@@ -131,6 +139,20 @@ def init_seeds(trainer: Trainer) -> Callable[[jax.Array], Any]:
     XLA:CPU in jax 0.10.2 hangs at run time on the vmapped init of some recurrent networks
     (GRU/S5 with d_model 64 and two seeds). Init runs once, so the sequence costs nothing."""
     return lambda keys: jax.lax.map(trainer.init, keys)
+
+
+def host_evaluate(trainer: Trainer, loop: Any, states: Any, keys: jax.Array) -> dict:
+    """``trainer.evaluate`` seed by seed, unjitted (for trainers that step host-side envs)."""
+    outs = [
+        trainer.evaluate(
+            jax.tree.map(lambda x, i=i: x[i], states),
+            keys[i],
+            loop.eval_episodes,
+            loop.eval_deterministic,
+        )
+        for i in range(keys.shape[0])
+    ]
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *outs)
 
 
 def plan_chunks(num_updates: int, num_chunks: int) -> list[int]:
@@ -246,6 +268,12 @@ def run(
 
     configure_jax()
     t_start = time.perf_counter()
+    # under jax.distributed every process trains; process 0 alone logs and writes the run
+    primary, processes = distributed.is_primary(), jax.process_count()
+    if not primary:
+        log = _silent
+    if resume and processes > 1:
+        raise UserError("--resume is not supported in a run over several processes yet")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config_name)
     if not resume and (run_dir / "checkpoints").exists():
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir}")
@@ -254,47 +282,91 @@ def run(
         raise ConfigError(
             f"the budget is {trainer.num_updates:,} updates per seed; at most 2**31 - 1 fit"
         )
-    prepare_run_dir(run_dir)
-    keys = seed_keys(config.seed, config.num_seeds)
-    abstract = jax.eval_shape(jax.vmap(trainer.init), keys)  # traces, compiles nothing
-    _check_disk_space(run_dir, abstract, trainer, config)
+    placement = distributed.placement(config.devices, config.num_seeds, trainer.data_axis, log)
+    if primary:
+        prepare_run_dir(run_dir)
+    local_keys = seed_keys(config.seed, config.num_seeds)
+    abstract = jax.eval_shape(jax.vmap(trainer.init), local_keys)  # traces, compiles nothing
+    if primary:
+        _check_disk_space(run_dir, abstract, trainer, config)
     log(f"run directory: {run_dir}")
-    if not resume:
+    if placement.num_devices > 1:
+        where = placement.describe()
+        log(f"sharding {where['sharded']} over {where['devices']} devices")
+    if not resume and primary:
         write_text_atomic(run_dir / "config.yaml", _yaml(config))
     loop = config.loop
     sizes = plan_chunks(trainer.num_updates, loop.num_chunks)
     num_chunks = len(sizes)
     starts = [sum(sizes[:c]) for c in range(num_chunks)]
 
+    # PLACE: the seed keys and the dataset replicated, learner states as `placement` says
+    replicated = placement.replicated
+    state_shardings = placement.states(abstract)
+    keys = distributed.put(local_keys, replicated)
+    eval_keys = distributed.put(
+        jax.vmap(lambda k: jax.random.fold_in(k, 1_000_003))(local_keys), replicated
+    )
+    data = None if trainer.data is None else distributed.put(trainer.data, replicated)
+    batch_mesh = placement.mesh if placement.shard == "batch" else None
+
+    def compile_program(fn, *args, **jit_kwargs):
+        with distributed.sharding_batch(batch_mesh):
+            return _timed_compile(fn, *args, **jit_kwargs)
+
     # COMPILE: init, the chunk of updates, evaluation (timed ahead of time, no run yet)
-    init, t_init = _timed_compile(init_seeds(trainer), keys)
+    init, t_init = compile_program(
+        init_seeds(trainer), keys, in_shardings=replicated, out_shardings=state_shardings
+    )
     chunks: dict[int, Any] = {}
     compile_seconds = t_init
 
     def chunk_program(size: int):
         nonlocal compile_seconds
         if size not in chunks:
-            chunks[size], seconds = _timed_compile(
-                make_chunk(trainer, size), abstract, trainer.data, donate_argnums=0
+            chunks[size], seconds = compile_program(
+                make_chunk(trainer, size),
+                abstract,
+                data,
+                in_shardings=(state_shardings, replicated),
+                out_shardings=(state_shardings, replicated),
+                donate_argnums=0,
             )
             compile_seconds += seconds
         return chunks[size]
 
     chunk_program(sizes[0])
-    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1_000_003))(keys)
     evaluate_fn = jax.vmap(
         lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
     )
-    evaluate, t_eval = _timed_compile(evaluate_fn, abstract, eval_keys)
-    compile_seconds += t_eval
+    if trainer.host_evaluate:
+        evaluate = lambda states, keys: host_evaluate(trainer, loop, states, keys)
+    else:
+        evaluate, t_eval = compile_program(
+            evaluate_fn,
+            abstract,
+            eval_keys,
+            in_shardings=(state_shardings, replicated),
+            out_shardings=replicated,
+        )
+        compile_seconds += t_eval
 
-    checkpointer = Checkpointer(
-        run_dir / "checkpoints", keep=loop.keep_checkpoints, asynchronous=True, clean_up=True
+    checkpointer = (
+        Checkpointer(
+            run_dir / "checkpoints", keep=loop.keep_checkpoints, asynchronous=True, clean_up=True
+        )
+        if primary
+        else None
     )
-    metrics_sink = JsonlSink(run_dir / "metrics.jsonl")
+    metrics_sink = JsonlSink(run_dir / "metrics.jsonl") if primary else None
     start_chunk, train_seconds, wall_offset, last_saved = 0, 0.0, 0.0, None
     if resume and checkpointer.steps():
-        states, meta = _restore_for_resume(checkpointer, abstract, log)
+        target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            abstract,
+            state_shardings,
+        )
+        states, meta = _restore_for_resume(checkpointer, target, log)
         start_chunk, train_seconds = meta["chunks_done"], meta["train_seconds"]
         wall_offset = meta.get("wall_seconds", 0.0)
         last_saved = meta["updates_done"]
@@ -304,18 +376,19 @@ def run(
         if resume:  # killed before its first checkpoint
             log(f"no checkpoint in {checkpointer.directory} yet: starting from update 0")
         states = init(keys)
-        metrics_sink.trim(0)
+        if primary:
+            metrics_sink.trim(0)
     tensorboard = (
         TensorBoardSink(
             run_dir / "tensorboard",
             purge_step=sum(sizes[:start_chunk]) * trainer.steps_per_update or None,
         )
-        if loop.tensorboard
+        if loop.tensorboard and primary
         else None
     )
 
     total_steps = trainer.num_updates * trainer.steps_per_update
-    show = loop.progress if progress is None else progress
+    show = (loop.progress if progress is None else progress) and primary
     bar = ProgressBar(
         total_steps,
         f"{config.agent} {config.env}",
@@ -330,7 +403,7 @@ def run(
             first_update, n = starts[c], sizes[c]
             program = chunk_program(n)
             t0 = time.perf_counter()
-            states, metrics = program(states, trainer.data)
+            states, metrics = program(states, data)
             metrics = jax.block_until_ready(metrics)
             t1 = time.perf_counter()
             codes = np.asarray(metrics.pop("nonfinite"))  # [seeds, n]
@@ -348,11 +421,14 @@ def run(
                 rows = rows[: bad[0] + 1]
             train_seconds += dt
             chunks_run += 1
-            metrics_sink.write(rows)
+            if primary:
+                metrics_sink.write(rows)
             if tensorboard is not None:
                 tensorboard.write(rows)
             if bad.size:
-                raise _nonfinite_error(codes, bad[0], first_update, last_saved, checkpointer)
+                raise _nonfinite_error(
+                    codes, bad[0], first_update, last_saved, run_dir.absolute() / "checkpoints"
+                )
             done = first_update + n
             recent = [r["return_mean"] for r in rows if r["return_mean"] is not None]
             bar.update(
@@ -368,10 +444,14 @@ def run(
                     "train_seconds": train_seconds,
                     "wall_seconds": wall_offset + time.perf_counter() - t_start,
                 }
-                checkpointer.save(done, states, meta)
+                # several processes: every one gathers the shards, process 0 writes them
+                snapshot = states if processes == 1 else distributed.to_host(states)
+                if primary:
+                    checkpointer.save(done, snapshot, meta)
                 last_saved = done
     finally:
-        checkpointer.wait()
+        if checkpointer is not None:
+            checkpointer.wait()
         bar.close()
         if tensorboard is not None:
             tensorboard.close()
@@ -404,16 +484,23 @@ def run(
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "seed": config.seed,
         "num_seeds": config.num_seeds,
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [str(d) for d in placement.mesh.devices.flat],
+        "sharding": placement.describe(),
         "versions": versions(),
         "resumed": bool(resume),
     }
     if "episode_returns" in evaluation:  # in-context: held-out tasks, return per episode index
         per_index = np.nanmean(evaluation["episode_returns"], axis=(0, 1))
         summary["final_return_per_episode_index"] = [float(r) for r in per_index]
+    if not primary:
+        return RunResult(run_dir, {})
     write_json_atomic(run_dir / "summary.json", summary)
     plot_runs([run_dir], run_dir / "curve.png", labels=[f"{config.agent} {config.env}"])
     return RunResult(run_dir, summary)
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def _restore_for_resume(checkpointer: Any, abstract: Any, log: Callable[[str], None]):
@@ -429,12 +516,12 @@ def _restore_for_resume(checkpointer: Any, abstract: Any, log: Callable[[str], N
 
 
 def _nonfinite_error(
-    codes: np.ndarray, index: int, first_update: int, last_saved: int | None, checkpointer: Any
+    codes: np.ndarray, index: int, first_update: int, last_saved: int | None, directory: Path
 ) -> NonFiniteError:
     seed = int(np.flatnonzero(codes[:, index])[0])
     quantity = NONFINITE[int(codes[seed, index]) - 1]
     kept = (
-        f"kept the last good checkpoint, update {last_saved}, in {checkpointer.directory}"
+        f"kept the last good checkpoint, update {last_saved}, in {directory}"
         if last_saved is not None
         else "no checkpoint had been saved yet"
     )

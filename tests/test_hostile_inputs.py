@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import math
+import types
 import typing
 from pathlib import Path
 from typing import Literal
@@ -131,6 +132,10 @@ def _wrong_values(tp: typing.Any) -> st.SearchStrategy:
         return st.one_of(st.integers(), non_numeric_strings, st.lists(st.integers()))
     if origin is tuple:
         return st.one_of(st.integers(), st.lists(non_numeric_strings, min_size=1, max_size=3))
+    if origin in (types.UnionType, typing.Union) and type(None) not in args:  # 'all' | int
+        allowed = {v for a in args if typing.get_origin(a) is Literal for v in typing.get_args(a)}
+        others = [_wrong_values(a) for a in args if typing.get_origin(a) is not Literal]
+        return st.one_of(others).filter(lambda v: isinstance(v, list | dict) or v not in allowed)
     if type(None) in args:  # X | None: what X refuses, except null
         (inner,) = [a for a in args if a is not type(None)]
         return _wrong_values(inner).filter(lambda v: v is not None)
