@@ -492,6 +492,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         unit="samples",
         data=data,
         parts={"model": model, "world_model": world_model, "meta_agent": agent},
+        host_evaluate=getattr(family, "host", False),
     )
 
 

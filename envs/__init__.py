@@ -10,7 +10,7 @@ from seqrl.envs.core import (
     VecEnv,
     Wrapper,
 )
-from seqrl.envs.registry import make, make_raw, make_vec, names, register
+from seqrl.envs.registry import is_host, make, make_raw, make_vec, names, register
 from seqrl.envs.spaces import Box, Discrete
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "VecEnv",
     "Wrapper",
     "make",
+    "is_host",
     "make_raw",
     "make_vec",
     "names",

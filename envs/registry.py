@@ -122,13 +122,34 @@ def _meta_factory(family: str) -> Callable[..., Environment]:
 
 
 # meta-RL task families (params carry the task; fixed train/test splits)
-META_IDS = ("PointRobot",)
+META_IDS = ("PointRobot", "CheetahVel", "CheetahDir", "AntDir")
 for _id in META_IDS:
     register(f"meta/{_id}", _meta_factory(_id))
 
 
+def _metaworld_factory(env_name: str) -> Callable[..., Any]:
+    def factory(**kwargs):
+        from seqrl.envs.meta.metaworld import MetaWorldFamily
+
+        return MetaWorldFamily(env_name=env_name, **kwargs)
+
+    return factory
+
+
+# Meta-World ML1 through a host-side adapter (MuJoCo stepped from Python; offline agents only)
+HOST_IDS = ("reach", "push", "pick-place")
+for _id in HOST_IDS:
+    register(f"meta/ML1-{_id}", _metaworld_factory(f"{_id}-v3"))
+
+
 def names() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def is_host(name: str) -> bool:
+    """True for envs stepped on the host (Meta-World), which cannot run inside a jitted
+    program: offline agents train on their data and ``seqrl eval-meta`` steps them."""
+    return name.startswith("meta/ML1-")
 
 
 def _import_factory(name: str) -> Callable[..., Environment] | None:
@@ -180,6 +201,12 @@ def make_raw(name: str, **kwargs) -> Environment:
 def make(name: str, **kwargs) -> Environment:
     """An auto-resetting env with episode statistics: ``env.reset``, ``env.step``,
     ``env.default_params``, ``env.observation_space(params)``, ``env.action_space(params)``."""
+    if is_host(name):
+        raise UserError(
+            f"{name} is stepped on the host (Meta-World, not JAX): it cannot run inside a "
+            "jitted training loop; train an offline agent (meta_dt, prompt_dt) on its data "
+            f"(seqrl collect {name} ...) and evaluate it with seqrl eval-meta"
+        )
     return EpisodeStatistics(AutoReset(make_raw(name, **kwargs)))
 
 

@@ -128,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         "or with minari: MINARI_DATASETS_PATH=<parent of DATASET> and "
         "minari.load_dataset('<name of DATASET>').",
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument(
+        "run_dir",
+        metavar="RUN_DIR|ENV",
+        help="a trained run directory, or a task family with a scripted policy "
+        "(meta/ML1-reach, meta/ML1-push, meta/ML1-pick-place: Meta-World's scripted policies, "
+        "--episodes per task, action noise by --quality or --noise)",
+    )
     p.add_argument("--episodes", type=_positive_int, required=True, help="episodes to record")
     p.add_argument(
         "-o",
@@ -145,10 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--noise",
         type=_nonnegative_float,
-        default=0.0,
+        default=None,
         metavar="EPS",
         help="discrete: probability of a random action; continuous: std of Gaussian noise "
-        "(actions are clipped to the space)",
+        "(actions are clipped to the space); default 0 for runs, and for scripted policies "
+        "0.1 (expert) / 1.0 (medium)",
     )
     p.add_argument(
         "--checkpoint",
@@ -202,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive_int, default=4, help="rounds of num_envs episodes per task"
     )
     p.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    p.add_argument(
+        "--reference-dataset",
+        metavar="DATASET",
+        default=None,
+        help="for families without an oracle policy (Cheetah-Vel, Ant-Dir): the normalized "
+        "score's R_oracle is the best episode of each task in this (expert) dataset; default: "
+        "the run's prompt_dataset or dataset",
+    )
 
     sub.add_parser("envs", help="list the registered environments")
     return parser
@@ -288,14 +303,26 @@ def _eval(args) -> int:
 
 
 def _collect(args) -> int:
-    from seqrl.collection import collect
+    from seqrl.collection import collect, collect_scripted
+    from seqrl.envs import is_host
 
+    if is_host(args.run_dir) and not Path(args.run_dir).exists():
+        collect_scripted(
+            args.run_dir,
+            args.episodes,
+            args.output,
+            quality=args.quality,
+            noise=args.noise,
+            seed=args.seed,
+            env_kwargs={"episode_length": args.max_steps} if args.max_steps else None,
+        )
+        return 0
     collect(
         args.run_dir,
         args.episodes,
         args.output,
         quality=args.quality,
-        noise=args.noise,
+        noise=0.0 if args.noise is None else args.noise,
         checkpoint=args.checkpoint,
         seed=args.seed,
         max_steps=args.max_steps,
@@ -331,6 +358,7 @@ def _eval_meta(args) -> int:
         protocol=args.protocol,
         rounds=args.rounds,
         seed=args.seed,
+        reference_dataset=args.reference_dataset,
     )
     return 0
 

@@ -96,11 +96,14 @@ def rollout(family, params, key, act, observe, carry, length: int):
     return carry, traj, traj["rewards"].sum(1)
 
 
-def reference_returns(family, tasks, key, episodes: int = 16) -> dict[str, np.ndarray]:
-    """Per task: the return of uniformly random actions and of the family's oracle (NaN when
-    the family has none), ``episodes`` episodes each."""
+def reference_returns(
+    family, tasks, key, episodes: int = 16, dataset: str | None = None, split: str = "test"
+) -> dict[str, np.ndarray]:
+    """Per task: the return of uniformly random actions and of an oracle: the family's oracle
+    policy (``oracle_action``, or a host family's scripted policy), else the best episode of
+    that task in ``dataset``, else NaN; ``source`` names which. ``episodes`` episodes each
+    (a quarter of them, at least 2, on a host-side family)."""
     n = jax.tree.leaves(tasks)[0].shape[0]
-    params = lane_params(family, tasks, episodes)
     space = family.action_space(family.default_params)
     length = family.episode_length
 
@@ -108,6 +111,18 @@ def reference_returns(family, tasks, key, episodes: int = 16) -> dict[str, np.nd
         return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
 
     observe = lambda carry, action, reward, next_obs: carry
+    if getattr(family, "host", False):
+        episodes = max(2, episodes // 4)
+        lanes = np.repeat(np.asarray(tasks), episodes)
+        act = jax.jit(random_act)
+        random = family.rollout(lanes, key, act, observe, (), length)[2]
+        oracle = family.rollout(lanes, key, ("scripted", 0.0), None, None, length)[2]
+        return {
+            "random": np.asarray(random).reshape(n, episodes).mean(1),
+            "oracle": np.asarray(oracle).reshape(n, episodes).mean(1),
+            "source": f"scripted policy ({type(family._policy).__name__})",
+        }
+    params = lane_params(family, tasks, episodes)
     _, _, random = jax.jit(lambda k: rollout(family, params, k, random_act, observe, (), length))(
         key
     )
@@ -133,9 +148,31 @@ def reference_returns(family, tasks, key, episodes: int = 16) -> dict[str, np.nd
             return total
 
         out["oracle"] = np.asarray(jax.jit(oracle)(key)).reshape(n, episodes).mean(1)
+        out["source"] = "oracle policy"
+    elif dataset:  # ``tasks`` is ``family.split(split)``
+        out["oracle"] = best_dataset_returns(dataset, family, split)
+        out["source"] = f"best episode per task in {dataset}"
     else:
         out["oracle"] = np.full(n, np.nan)
+        out["source"] = "none"
     return out
+
+
+def best_dataset_returns(dataset: str, family, split: str) -> np.ndarray:
+    """The best episode return of each task of ``split`` (``train`` / ``test``) in a
+    multi-task dataset (NaN for a task it has no episode of)."""
+    from seqrl.agents.meta_dt import load_meta_dataset
+
+    traj, episode_tasks, _ = load_meta_dataset(dataset, family, split)
+    returns = np.asarray(traj.returns)
+    first = 0 if split == "train" else family.num_train
+    n = family.num_train if split == "train" else family.num_test
+    return np.asarray(
+        [
+            returns[episode_tasks == t].max() if (episode_tasks == t).any() else np.nan
+            for t in range(first, first + n)
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,19 +233,10 @@ class MetaAgent:
             "timesteps": idx.astype(np.int32),
         }
 
-    def evaluate(
-        self,
-        state,
-        key,
-        split: str,
-        mode: str,
-        protocol: str,
-        rounds: int,
-        deterministic: bool = True,
-        target_return: float | None = None,
-    ) -> dict[str, jax.Array]:
-        """Returns ``{"returns": [tasks, rounds * num_envs]}`` (jittable in ``state``/``key``).
-        ``target_return`` replaces the run's (unscaled)."""
+    def _policy(self, state, split: str, deterministic: bool, target_return: float | None):
+        """The acting functions of ``state`` on ``split``'s lanes (``num_envs`` per task):
+        ``initial_carry(prompt)``, ``empty_prompt()``, ``act``, ``observe``,
+        ``self_guided_prompt(traj, key)``, ``demo_prompt()`` (all pure, jittable)."""
         from seqrl.agents.dt import Window
 
         c, fam = self.config, self.family
@@ -218,7 +246,7 @@ class MetaAgent:
         n = jax.tree.leaves(tasks)[0].shape[0]
         per = c.num_envs
         lanes = n * per
-        params = lane_params(fam, tasks, per)
+        params = None if getattr(fam, "host", False) else lane_params(fam, tasks, per)
         obs_dim = self.data.windows.obs.shape[2:]
         act = self.data.windows.actions
         act_shape, act_dtype = act.shape[2:], act.dtype
@@ -345,21 +373,125 @@ class MetaAgent:
                 mask=jnp.ones((lanes, kp)),
             )
 
+        return {
+            "initial_carry": initial_carry,
+            "empty_prompt": empty_prompt,
+            "act": act_fn,
+            "observe": observe,
+            "self_guided_prompt": self_guided_prompt,
+            "demo_prompt": demo_prompt,
+            "lanes": lanes,
+            "params": params,
+        }
+
+    def evaluate(
+        self,
+        state,
+        key,
+        split: str,
+        mode: str,
+        protocol: str,
+        rounds: int,
+        deterministic: bool = True,
+        target_return: float | None = None,
+    ) -> dict[str, jax.Array]:
+        """Returns ``{"returns": [tasks, rounds * num_envs]}`` (jittable in ``state``/``key``;
+        for a host-side family, see :meth:`evaluate_host`). ``target_return`` replaces the
+        run's (unscaled)."""
+        if getattr(self.family, "host", False):
+            return self.evaluate_host(
+                state, key, split, mode, protocol, rounds, deterministic, target_return
+            )
+        fns = self._policy(state, split, deterministic, target_return)
+        fam, length = self.family, self.family.episode_length
+        use_prompt = self.config.meta.prompt != "none"
+
         def one_round(key):
             key_zero, key_few = jax.random.split(key)
             run = lambda prompt, key: rollout(
-                fam, params, key, act_fn, observe, initial_carry(prompt), length
+                fam,
+                fns["params"],
+                key,
+                fns["act"],
+                fns["observe"],
+                fns["initial_carry"](prompt),
+                length,
             )
             if mode == "zero-shot" or not use_prompt:
-                return run(empty_prompt(), key_zero)[2]
+                return run(fns["empty_prompt"](), key_zero)[2]
             if protocol == "prompt-dt":
-                return run(demo_prompt(), key_few)[2]
-            _, traj, _ = run(empty_prompt(), key_zero)
-            return run(self_guided_prompt(traj, key_few), key_few)[2]
+                return run(fns["demo_prompt"](), key_few)[2]
+            _, traj, _ = run(fns["empty_prompt"](), key_zero)
+            return run(fns["self_guided_prompt"](traj, key_few), key_few)[2]
 
         returns = jax.lax.map(one_round, jax.random.split(key, rounds))  # [rounds, lanes]
-        returns = returns.reshape(rounds, n, per).transpose(1, 0, 2).reshape(n, rounds * per)
-        return {"returns": returns}
+        return {"returns": self._task_major(returns, split)}
+
+    def _task_major(self, returns, split: str):
+        """[rounds, lanes] (lanes task-major) -> [tasks, rounds * num_envs]."""
+        n = jax.tree.leaves(self.family.split(split))[0].shape[0]
+        per, rounds = self.config.num_envs, returns.shape[0]
+        return returns.reshape(rounds, n, per).transpose(1, 0, 2).reshape(n, rounds * per)
+
+    def evaluate_host(
+        self,
+        state,
+        key,
+        split: str,
+        mode: str,
+        protocol: str,
+        rounds: int,
+        deterministic: bool = True,
+        target_return: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`evaluate` for a family stepped on the host (Meta-World): the same protocol
+        and acting functions, jitted per step with ``state`` as an argument, while
+        ``family.rollout`` steps the envs from Python. Not jittable; adds ``"success"``
+        ([tasks, rounds * num_envs], 1 if the episode ever succeeded)."""
+        fam = self.family
+        if not hasattr(self, "_host_fns"):
+            policy = lambda st, name, *a: self._policy(st, split, deterministic, target_return)[
+                name
+            ](*a)
+            self._host_fns = {
+                name: jax.jit(lambda st, *a, name=name: policy(st, name, *a))
+                for name in ("initial_carry", "empty_prompt", "act", "observe")
+            }
+            self._host_fns["self_guided_prompt"] = jax.jit(
+                lambda st, traj, k: policy(st, "self_guided_prompt", traj, k)
+            )
+            self._host_fns["demo_prompt"] = lambda st: policy(st, "demo_prompt")
+            self._host_key = (split, deterministic, target_return)
+        elif self._host_key != (split, deterministic, target_return):
+            raise ValueError("evaluate_host: one MetaAgent serves one split / target setting")
+        f = self._host_fns
+        tasks = np.repeat(np.asarray(fam.split(split)), self.config.num_envs)
+        use_prompt = self.config.meta.prompt != "none"
+        act = lambda carry, obs, t, k: f["act"](state, carry, obs, t, k)
+        observe = lambda carry, a, r, o: f["observe"](state, carry, a, r, o)
+
+        def run(prompt, key):
+            carry = f["initial_carry"](state, prompt)
+            return fam.rollout(tasks, key, act, observe, carry, fam.episode_length)
+
+        returns, success = [], []
+        for round_key in jax.random.split(key, rounds):
+            key_zero, key_few = jax.random.split(round_key)
+            if mode == "zero-shot" or not use_prompt:
+                _, traj, ret = run(f["empty_prompt"](state), key_zero)
+            elif protocol == "prompt-dt":
+                _, traj, ret = run(f["demo_prompt"](state), key_few)
+            else:
+                _, first, _ = run(f["empty_prompt"](state), key_zero)
+                first = {k: first[k] for k in ("obs", "actions", "rewards", "next_obs", "valid")}
+                prompt = f["self_guided_prompt"](state, first, key_few)
+                _, traj, ret = run(prompt, key_few)
+            returns.append(np.asarray(ret))
+            success.append(traj["success"].max(axis=1))
+        return {
+            "returns": np.asarray(self._task_major(np.stack(returns), split)),
+            "success": np.asarray(self._task_major(np.stack(success), split)),
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,10 +560,15 @@ def eval_meta(
     protocol: str | None = None,
     rounds: int = 4,
     seed: int = 0,
+    reference_dataset: str | None = None,
     log=print,
 ) -> dict:
     """Evaluates a trained run on ``split`` under ``mode`` and ``protocol``; writes
-    ``eval_meta_<mode>_<split>.json`` into the run directory and returns it."""
+    ``eval_meta_<mode>_<split>.json`` into the run directory and returns it.
+
+    The normalized score's oracle is the family's oracle policy where it has one, else the best
+    episode of each task in ``reference_dataset`` (default: the run's prompt_dataset or
+    dataset; an expert dataset is the meaningful choice)."""
     from seqrl import config as cfg
     from seqrl.api import resolve_config
     from seqrl.checkpoint import Checkpointer
@@ -479,10 +616,27 @@ def eval_meta(
         fn = jax.jit(
             jax.vmap(lambda s, k: agent.evaluate(s, k, split, mode, protocol, rounds)["returns"])
         )
+        if getattr(family, "host", False):  # Meta-World: one seed after another, on the host
+            fn = lambda states, keys: np.stack(
+                [
+                    agent.evaluate_host(
+                        jax.tree.map(lambda x, i=i: x[i], states), k, split, mode, protocol, rounds
+                    )["returns"]
+                    for i, k in enumerate(keys)
+                ]
+            )
     else:
         raise UserError(f"run {run_dir} ({conf.agent}) has no meta-RL evaluation")
     returns = np.asarray(fn(states, jax.random.split(key, conf.num_seeds)))
-    refs = reference_returns(family, family.split(split), jax.random.fold_in(key, 1))
+    if reference_dataset is None:
+        reference_dataset = getattr(conf, "prompt_dataset", "") or getattr(conf, "dataset", "")
+    refs = reference_returns(
+        family,
+        family.split(split),
+        jax.random.fold_in(key, 1),
+        dataset=reference_dataset or None,
+        split=split,
+    )
     result = {
         "run_dir": str(run_dir),
         "agent": conf.agent,
@@ -492,6 +646,7 @@ def eval_meta(
         "protocol": protocol,
         "seeds": conf.num_seeds,
         "episodes_per_task": int(returns.shape[2]),
+        "oracle": refs.pop("source"),
         **summarize(returns, refs),
     }
     out = run_dir / f"eval_meta_{mode}_{split}.json"

@@ -1,10 +1,16 @@
 """Meta-RL task families (see :mod:`seqrl.envs.meta.core`)."""
 
 from seqrl.envs.meta.core import SPLITS, FamilyParams, TaskFamily, num_tasks, task_at
+from seqrl.envs.meta.locomotion import AntDir, BraxTaskFamily, CheetahDir, CheetahVel
 from seqrl.envs.meta.point_robot import PointRobot
 from seqrl.envs.meta.trials import TaskTrials
 
-FAMILIES = {"PointRobot": PointRobot}
+FAMILIES = {
+    "PointRobot": PointRobot,
+    "CheetahVel": CheetahVel,
+    "CheetahDir": CheetahDir,
+    "AntDir": AntDir,
+}
 
 
 def make_family(name: str, episodes_per_trial: int = 0, **kwargs):
@@ -14,6 +20,10 @@ def make_family(name: str, episodes_per_trial: int = 0, **kwargs):
 
 
 __all__ = [
+    "AntDir",
+    "BraxTaskFamily",
+    "CheetahDir",
+    "CheetahVel",
     "FAMILIES",
     "SPLITS",
     "FamilyParams",

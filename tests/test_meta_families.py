@@ -1,0 +1,147 @@
+"""Task families beyond PointRobot: the brax locomotion families' task rewards and Meta-World
+ML1 through the host-side adapter (scripted data, the offline agents trained on it, and the
+evaluation harness stepping MuJoCo from Python)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import seqrl
+from seqrl.cli import main
+from seqrl.collection import collect_scripted
+from seqrl.data import load_dataset
+from seqrl.envs import is_host, make_raw, make_vec, names
+from seqrl.envs.meta import AntDir, CheetahDir, CheetahVel
+from seqrl.errors import UserError
+
+# -- brax locomotion families (rewards checked without compiling brax physics) -----------------
+
+
+def test_cheetah_vel_reward_is_minus_speed_error_minus_control_cost():
+    family = CheetahVel()
+    action = jnp.array([0.5, -1.0, 0.0, 0.2, 0.0, 0.1])
+    r = family.task_reward(jnp.float32(2.0), {"x_velocity": jnp.float32(1.25)}, action)
+    assert float(r) == pytest.approx(-0.75 - 0.05 * (0.25 + 1.0 + 0.04 + 0.01), abs=1e-6)
+    train, test = np.asarray(family.split("train")), np.asarray(family.split("test"))
+    assert train.shape == (35,) and test.shape == (5,)
+    assert np.all((train >= 0) & (train <= 3)) and not set(train) & set(test)
+    np.testing.assert_array_equal(test, np.asarray(CheetahVel().split("test")))
+
+
+def test_cheetah_dir_has_both_directions_and_ant_dir_projects_velocity():
+    cheetah = CheetahDir()
+    np.testing.assert_array_equal(np.asarray(cheetah.split("train")), [1.0, -1.0])
+    assert np.asarray(cheetah.split("test")).shape == (0,)
+    a = jnp.zeros(6)
+    assert float(cheetah.task_reward(jnp.float32(-1.0), {"x_velocity": 2.0}, a)) == -2.0
+    ant = AntDir()
+    metrics = {"x_velocity": 0.3, "y_velocity": 2.0, "reward_survive": 1.0}
+    up = float(ant.task_reward(jnp.float32(math.pi / 2), metrics, jnp.full(8, 0.1)))
+    assert up == pytest.approx(2.0 + 1.0 - 0.5 * 8 * 0.01, abs=1e-5)
+    assert np.asarray(ant.split("test")).shape == (5,)
+
+
+def test_locomotion_families_step_with_the_contract_shapes():
+    for name, obs_dim, act_dim in (("meta/CheetahVel", 17, 6), ("meta/AntDir", 27, 8)):
+        env = make_vec(name, 2)
+        params = env.default_params
+        assert env.observation_space(params).shape == (obs_dim,)
+        obs, state = jax.eval_shape(env.reset, jax.random.key(0), params)
+        out = jax.eval_shape(env.step, jax.random.key(1), state, jnp.zeros((2, act_dim)), params)
+        assert out[0].shape == (2, obs_dim) and out[2].shape == (2,)
+
+
+# -- Meta-World ML1 through the host-side adapter ----------------------------------------------
+
+ML1 = {"num_train": 2, "num_test": 1, "episode_length": 12}
+
+
+def test_ml1_is_a_host_family_with_disjoint_hidden_goals():
+    assert "meta/ML1-reach" in names() and is_host("meta/ML1-reach")
+    family = make_raw("meta/ML1-reach", **ML1)
+    np.testing.assert_array_equal(np.asarray(family.split("train")), [0, 1])
+    np.testing.assert_array_equal(np.asarray(family.split("test")), [2])
+    goals = [np.asarray(family.task(i).data) for i in range(3)]
+    assert goals[0] != goals[2] and goals[1] != goals[2]
+    with pytest.raises(UserError, match="stepped on the host"):
+        make_vec("meta/ML1-reach", 2)  # PPO cannot put it inside the jitted loop
+    with pytest.raises(UserError, match="at most 500"):
+        make_raw("meta/ML1-reach", episode_length=501)
+
+
+def test_ml1_ppo_is_a_one_line_error(capsys):
+    assert main(["train", "configs/ppo/cartpole.yaml", "env=meta/ML1-reach"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "stepped on the host" in err
+
+
+@pytest.fixture(scope="module")
+def ml1_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ml1")
+    paths = {}
+    for quality in ("medium", "expert"):
+        paths[quality] = collect_scripted(
+            "meta/ML1-reach",
+            2,
+            root / f"reach-{quality}-v0",
+            quality=quality,
+            env_kwargs=ML1,
+            log=lambda _: None,
+        ).path
+    return paths
+
+
+def test_scripted_collection_tags_tasks_and_noise_orders_quality(ml1_data):
+    traj, meta = load_dataset(ml1_data["expert"])
+    assert traj.obs.shape == (6, 12, 39) and traj.actions.shape == (6, 12, 4)
+    assert meta.info["episode_tasks"] == [0, 1, 2, 0, 1, 2]
+    assert np.all(np.asarray(traj.obs)[..., 36:39] == 0)  # ML1 hides the goal
+    assert np.all(np.abs(np.asarray(traj.actions)) <= 1)
+    medium, _ = load_dataset(ml1_data["medium"])
+    # the scripted policy with little noise earns more than with a lot, on every task
+    assert np.asarray(traj.returns).mean() > np.asarray(medium.returns).mean()
+
+
+def test_meta_dt_trains_on_ml1_and_is_evaluated_on_the_host(ml1_data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    seqrl.train(
+        "configs/meta/ml1_reach/meta_dt.yaml",
+        run_dir=run_dir,
+        progress=False,
+        **{
+            "env_kwargs": ML1,
+            "dataset": str(ml1_data["medium"]),
+            "prompt_dataset": str(ml1_data["expert"]),
+            "num_seeds": 1,
+            "num_envs": 1,
+            "total_updates": 2,
+            "dt.context": 4,
+            "dt.embed_dim": 16,
+            "dt.num_layers": 1,
+            "dt.batch_size": 4,
+            "dt.max_timestep": 12,
+            "dt.warmup_steps": 1,
+            "meta.prompt_length": 3,
+            "meta.prompt_warmup": 1,
+            "world_model.steps": 2,
+            "world_model.batch_size": 8,
+            "loop.num_chunks": 1,
+            "loop.eval_episodes": 1,
+        },
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["eval_episodes"] == 1 and np.isfinite(summary["final_return_mean"])
+    capsys.readouterr()
+    assert main(["eval-meta", str(run_dir), "--mode", "few-shot", "--rounds", "1"]) == 0
+    result = json.loads((run_dir / "eval_meta_few-shot_test.json").read_text())
+    assert result["episodes_per_task"] == 1 and len(result["per_task_return"]) == 1
+    assert result["oracle"].startswith("scripted policy")
+    # the oracle (scripted, goal shown) beats random actions on the held-out goal
+    assert result["oracle_return"][0] > result["random_return"][0]
+    assert np.isfinite(result["normalized_mean"])
