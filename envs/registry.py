@@ -122,7 +122,7 @@ def _meta_factory(family: str) -> Callable[..., Environment]:
 
 
 # meta-RL task families (params carry the task; fixed train/test splits)
-META_IDS = ("PointRobot", "CheetahVel", "CheetahDir", "AntDir")
+META_IDS = ("PointRobot", "CheetahVel", "CheetahDir", "AntDir", "HopperParam", "WalkerParam")
 for _id in META_IDS:
     register(f"meta/{_id}", _meta_factory(_id))
 

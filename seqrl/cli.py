@@ -364,10 +364,10 @@ def _eval_meta(args) -> int:
 
 
 def _envs(args) -> int:
-    from seqrl.envs import names
+    from seqrl.envs import is_host, names
 
     for name in names():
-        print(name)
+        print(f"{name}  (host-side: offline agents and eval-meta only)" if is_host(name) else name)
     return 0
 
 

@@ -13,11 +13,13 @@ from seqrl.envs.core import (
 )
 from seqrl.errors import UserError
 
-ALL = envs.names()
+ALL = [n for n in envs.names() if not envs.is_host(n)]  # host envs: test_meta_families.py
 # Compiling brax physics costs 20-70 CPU-s per env: brax envs get the traced (shape/dtype)
 # contract; the jitted behavioural contract runs on every gymnax env and on brax/fast, which
 # exercises the same adapter and wrappers (the brax task families' rewards: tests/test_meta.py).
-BRAX_BODIES = ("meta/CheetahVel", "meta/CheetahDir", "meta/AntDir")  # task families on brax
+BRAX_BODIES = tuple(  # task families on brax bodies
+    f"meta/{n}" for n in ("CheetahVel", "CheetahDir", "AntDir", "HopperParam", "WalkerParam")
+)
 JITTED = [n for n in ALL if not n.startswith("brax/") and n not in BRAX_BODIES] + ["brax/fast"]
 
 

@@ -17,7 +17,7 @@ from seqrl.cli import main
 from seqrl.collection import collect_scripted
 from seqrl.data import load_dataset
 from seqrl.envs import is_host, make_raw, make_vec, names
-from seqrl.envs.meta import AntDir, CheetahDir, CheetahVel
+from seqrl.envs.meta import AntDir, CheetahDir, CheetahVel, HopperParam, WalkerParam
 from seqrl.errors import UserError
 
 # -- brax locomotion families (rewards checked without compiling brax physics) -----------------
@@ -45,6 +45,36 @@ def test_cheetah_dir_has_both_directions_and_ant_dir_projects_velocity():
     up = float(ant.task_reward(jnp.float32(math.pi / 2), metrics, jnp.full(8, 0.1)))
     assert up == pytest.approx(2.0 + 1.0 - 0.5 * 8 * 0.01, abs=1e-5)
     assert np.asarray(ant.split("test")).shape == (5,)
+
+
+def test_body_param_families_scale_the_brax_system():
+    for family, links in ((HopperParam(), 4), (WalkerParam(), 7)):
+        tasks = family.split("all")
+        assert tasks["mass"].shape == (50, links)
+        for name, base in (("mass", 1.5), ("inertia", 1.5), ("friction", 1.5), ("damping", 1.3)):
+            log = np.log(np.asarray(tasks[name])) / np.log(base)
+            assert log.min() >= -3 - 1e-5 and log.max() <= 3 + 1e-5 and log.std() > 1
+        task = jax.tree.map(lambda x: x[7], tasks)
+        sys, default = family.task_system(task), family.brax.env.sys
+        np.testing.assert_allclose(sys.link.inertia.mass, default.link.inertia.mass * task["mass"])
+        np.testing.assert_allclose(
+            sys.link.inertia.i[:, 0, 0], default.link.inertia.i[:, 0, 0] * task["inertia"]
+        )
+        np.testing.assert_allclose(
+            sys.geom_friction, default.geom_friction * task["friction"][:, None]
+        )
+        np.testing.assert_allclose(sys.dof.damping, default.dof.damping * task["damping"])
+        # the step runs in the task's system and restores the body's own afterwards
+        env = make_vec(family.name, 2)
+        obs, state = jax.eval_shape(env.reset, jax.random.key(0), env.default_params)
+        jax.eval_shape(
+            env.step,
+            jax.random.key(1),
+            state,
+            jnp.zeros((2, family.action_space(None).shape[0])),
+            env.default_params,
+        )
+        assert family.brax.env.sys is default
 
 
 def test_locomotion_families_step_with_the_contract_shapes():

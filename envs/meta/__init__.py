@@ -1,7 +1,15 @@
 """Meta-RL task families (see :mod:`seqrl.envs.meta.core`)."""
 
 from seqrl.envs.meta.core import SPLITS, FamilyParams, TaskFamily, num_tasks, task_at
-from seqrl.envs.meta.locomotion import AntDir, BraxTaskFamily, CheetahDir, CheetahVel
+from seqrl.envs.meta.locomotion import (
+    AntDir,
+    BodyParamFamily,
+    BraxTaskFamily,
+    CheetahDir,
+    CheetahVel,
+    HopperParam,
+    WalkerParam,
+)
 from seqrl.envs.meta.point_robot import PointRobot
 from seqrl.envs.meta.trials import TaskTrials
 
@@ -10,6 +18,8 @@ FAMILIES = {
     "CheetahVel": CheetahVel,
     "CheetahDir": CheetahDir,
     "AntDir": AntDir,
+    "HopperParam": HopperParam,
+    "WalkerParam": WalkerParam,
 }
 
 
@@ -21,6 +31,9 @@ def make_family(name: str, episodes_per_trial: int = 0, **kwargs):
 
 __all__ = [
     "AntDir",
+    "BodyParamFamily",
+    "HopperParam",
+    "WalkerParam",
     "BraxTaskFamily",
     "CheetahDir",
     "CheetahVel",

@@ -11,6 +11,12 @@ brax reports for the step:
   training directions; use ``--split train``).
 - Ant-Dir: ``r = v . (cos t, sin t) + 1 - 0.5 ||a||^2`` while healthy, ``t ~ U[0, 2 pi)``,
   T = 200, 45 / 5 tasks; brax's healthy-height termination is kept.
+- Hopper-Param / Walker-Param: brax's own hopper / walker2d reward and termination; the task
+  scales the body: every link's mass and inertia by ``1.5^U(-3, 3)``, every geometry's
+  friction by ``1.5^U(-3, 3)`` and every joint's damping by ``1.3^U(-3, 3)`` (independently
+  per element), T = 200, 45 / 5 tasks. The scaled system replaces the env's for the step, the
+  way brax's own domain randomization does (``DomainRandomizationVmapWrapper``); the spring
+  backend reads masses, inertias and friction (joint damping acts in the generalized backend).
 
 The task is invisible to the agent: observations are brax's (no goal in them).
 """
@@ -50,16 +56,34 @@ class BraxTaskFamily(TaskFamily):
     def task_reward(self, task: jax.Array, metrics: dict, action: jax.Array) -> jax.Array:
         raise NotImplementedError
 
+    def task_system(self, task: Any) -> Any:
+        """The brax ``System`` of ``task`` (the body's own unless the family changes it)."""
+        return self.brax.env.sys
+
+    def _in_task(self, task: Any, fn, *args):
+        """``fn(*args)`` with the brax env's system swapped for the task's (at trace time)."""
+        env = self.brax.env.unwrapped
+        default = env.sys
+        env.sys = self.task_system(task)
+        try:
+            return fn(*args)
+        finally:
+            env.sys = default
+
     def reset_task(self, key, params, task):
-        obs, state = self.brax.reset(key, BraxParams(params.max_steps_in_episode))
-        return obs, LocomotionState(state.pipeline, jnp.asarray(task, jnp.float32), state.time)
+        task = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), task)
+        obs, state = self._in_task(
+            task, self.brax.reset, key, BraxParams(params.max_steps_in_episode)
+        )
+        return obs, LocomotionState(state.pipeline, task, state.time)
 
     def step(self, key, state, action, params):
         del key  # brax dynamics are deterministic
         action = jnp.clip(action, -1.0, 1.0)
-        nxt = self.brax.env.step(state.pipeline, action)
+        nxt = self._in_task(state.task, self.brax.env.step, state.pipeline, action)
         time = state.time + 1
-        reward = self.task_reward(state.task, nxt.metrics, action)
+        metrics = {**nxt.metrics, "reward": nxt.reward}
+        reward = self.task_reward(state.task, metrics, action)
         terminated = jnp.asarray(nxt.done) > 0.5
         truncated = time >= params.max_steps_in_episode
         return (
@@ -135,3 +159,57 @@ class AntDir(BraxTaskFamily):
     def task_reward(self, task, metrics, action):
         forward = metrics["x_velocity"] * jnp.cos(task) + metrics["y_velocity"] * jnp.sin(task)
         return forward + metrics["reward_survive"] - 0.5 * jnp.sum(jnp.square(action))
+
+
+class BodyParamFamily(BraxTaskFamily):
+    """Hopper-Param / Walker-Param (see the module docstring): the task scales the body."""
+
+    def __init__(self, num_train: int = 45, num_test: int = 5, split_seed: int = 0, **kw):
+        super().__init__(num_train, num_test, split_seed, **kw)
+
+    def sample_task(self, key):
+        sys = self.brax.env.sys
+        k_mass, k_inertia, k_friction, k_damping = jax.random.split(key, 4)
+        scale = lambda k, base, n: base ** jax.random.uniform(k, (n,), minval=-3.0, maxval=3.0)
+        links, geoms, dofs = (
+            sys.link.inertia.mass.shape[0],
+            sys.geom_friction.shape[0],
+            sys.qd_size(),
+        )
+        return {
+            "mass": scale(k_mass, 1.5, links),
+            "inertia": scale(k_inertia, 1.5, links),
+            "friction": scale(k_friction, 1.5, geoms),
+            "damping": scale(k_damping, 1.3, dofs),
+        }
+
+    def task_system(self, task):
+        sys = self.brax.env.sys
+        inertia = sys.link.inertia.replace(
+            mass=sys.link.inertia.mass * task["mass"],
+            i=sys.link.inertia.i * task["inertia"][:, None, None],
+        )
+        return sys.replace(
+            link=sys.link.replace(inertia=inertia),
+            geom_friction=sys.geom_friction * task["friction"][:, None],
+            dof=sys.dof.replace(damping=sys.dof.damping * task["damping"]),
+        )
+
+    def task_reward(self, task, metrics, action):
+        return metrics["reward"]  # the body's own: forward progress + healthy - control
+
+
+class HopperParam(BodyParamFamily):
+    body = "hopper"
+
+    @property
+    def name(self) -> str:
+        return "meta/HopperParam"
+
+
+class WalkerParam(BodyParamFamily):
+    body = "walker2d"
+
+    @property
+    def name(self) -> str:
+        return "meta/WalkerParam"
