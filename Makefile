@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed
 # pytest workers: compiles are single-threaded, so two workers use both cores
 WORKERS ?= 2
 
-.PHONY: help install demo test lint format bench-ppo meta-point clean
+.PHONY: help install demo test lint format bench bench-quick bench-ppo meta-point clean
 
 help:
 	@echo "make demo       create .venv, install, train S5-PPO on a memory task, print results"
 	@echo "make test       create .venv if needed, install, run the whole test suite"
 	@echo "make lint       ruff check + format check"
+	@echo "make bench      every benchmark suite, regenerates docs/benchmarks.md and docs/benchmarks/"
+	@echo "make bench-quick the same suites with smoke-test budgets, into runs/bench/ (a few minutes)"
 	@echo "make bench-ppo  seqrl vs rejax vs Stable-Baselines3 PPO on CartPole (docs/benchmarks.md)"
 	@echo "make meta-point the offline meta-RL pipeline on PointRobot (docs/results.md)"
 
@@ -37,6 +39,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# SUITES="backbones num_envs" runs a subset (see python -m benchmarks run --help)
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks run $(SUITES)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks run --quick $(SUITES)
 
 bench-ppo: $(STAMP)
 	$(BIN)/python -m benchmarks.ppo_cartpole

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from benchmarks.common import ROOT, load_average, machine, seqrl_revision, write_report
 
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--worker", nargs=2, metavar=("BACKBONE", "T"), help=argparse.SUPPRESS)
     parser.add_argument("--env", default=ENV, help="environment (default: %(default)s)")
     parser.add_argument("--updates", type=int, default=3, help="timed updates per cell")
+    parser.add_argument("--json", type=Path, help="also write the report here (any mode)")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.env, args.updates)))
@@ -213,6 +215,8 @@ def main() -> None:
         )
         report["results"].append(r)
     report["load_after"] = load_average()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
     if args.quick or args.reference_only:
         return
     write_report(DOC, DOC_JSON, SECTION, report, markdown(report))

@@ -408,6 +408,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few updates: a smoke test")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per worker")
+    parser.add_argument("--json", type=Path, help="also write the report here (any mode)")
     args = parser.parse_args()
     names = QUICK_RUNS if args.quick else tuple(RUNS)
     timeout = args.timeout or (300.0 if args.quick else 900.0)
@@ -456,6 +457,8 @@ def main() -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(dumps(report) + "\n")
     print(f"\nresults: {json_path.relative_to(ROOT)}")
+    if args.json:
+        args.json.write_text(dumps(report) + "\n")
     if not args.quick:
         replace_section(DOC, SECTION, markdown(report, old_notes()))
         print(f"table: {DOC.relative_to(ROOT)}")

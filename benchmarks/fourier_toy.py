@@ -18,8 +18,10 @@ Metrics on the test set (means over samples):
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -169,6 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 epochs, no docs")
     parser.add_argument("--epochs", type=int, default=500)
+    parser.add_argument("--json", type=Path, help="also write the report here (any mode)")
     args = parser.parse_args()
     seeds = [0, 1, 2]
     epochs = 20 if args.quick else args.epochs
@@ -191,6 +194,8 @@ def main() -> None:
         h = report["results"][head]
         print(f"{head:8s} KL {np.mean(h['kl']):.3f}  smoothness {np.mean(h['smoothness']):.4f}")
     report["load_after"] = load_average()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
     if args.quick:
         return
     write_report(DOC, DOC_JSON, SECTION, report, markdown(report))

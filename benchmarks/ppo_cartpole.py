@@ -371,6 +371,7 @@ def main() -> None:
         "--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS)
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per peer")
+    parser.add_argument("--json", type=Path, help="also write the report here (any mode)")
     args = parser.parse_args()
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = sorted(set(peers) - set(PEERS))
@@ -421,6 +422,8 @@ def main() -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(dumps(report) + "\n")
     print(f"\nresults: {json_path.relative_to(ROOT)}")
+    if args.json:
+        args.json.write_text(dumps(report) + "\n")
     if full:
         write_doc(report)
         print(f"table: {DOC.relative_to(ROOT)}")
