@@ -97,9 +97,9 @@ FAMILIES = {
             episodes=20,
             quick_ppo=(("total_timesteps", 4000), ("loop.num_chunks", 2)),
             notes="Smaller budgets than the paper, stated: 15 + 5 goals (the paper: 35 + 5), "
-            "one PPO learner per goal for 2e5 env steps (the paper: one SAC per task for "
+            "one PPO learner per goal for 1e5 env steps (the paper: one SAC per task for "
             "~1e6), 20 episodes per goal per "
-            "dataset (paper: 100), 2,000 DT updates (paper: 100k+). No in-context S5-PPO row: "
+            "dataset (paper: 100), 1,000 DT updates (paper: 100k+). No in-context S5-PPO row: "
             "S5 on brax bodies across the training tasks is beyond this CPU's hour.",
         ),
         Family(

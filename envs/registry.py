@@ -142,6 +142,19 @@ for _id in HOST_IDS:
     register(f"meta/ML1-{_id}", _metaworld_factory(f"{_id}-v3"))
 
 
+def _metaworld_benchmark_factory(benchmark: str) -> Callable[..., Any]:
+    def factory(**kwargs):
+        from seqrl.envs.meta.metaworld import MetaWorldFamily
+
+        return MetaWorldFamily(benchmark=benchmark, **kwargs)
+
+    return factory
+
+
+for _bench in ("ML10", "ML45"):
+    register(f"meta/{_bench}", _metaworld_benchmark_factory(_bench))
+
+
 def names() -> list[str]:
     return sorted(_REGISTRY)
 
@@ -149,7 +162,7 @@ def names() -> list[str]:
 def is_host(name: str) -> bool:
     """True for envs stepped on the host (Meta-World), which cannot run inside a jitted
     program: offline agents train on their data and ``seqrl eval-meta`` steps them."""
-    return name.startswith("meta/ML1-")
+    return name.startswith(("meta/ML1-", "meta/ML10", "meta/ML45"))
 
 
 def _import_factory(name: str) -> Callable[..., Environment] | None:

@@ -519,7 +519,7 @@ def collect_scripted(
     stats = trajectories.return_stats()
     success = float((host["success"].max(1) > 0).mean())
     info = {
-        "algorithm": f"seqrl collect (scripted: {type(family._policy).__name__})",
+        "algorithm": f"seqrl collect (scripted: {family.oracle_name})",
         "env_kwargs": dict(env_kwargs or {}),
         "quality": quality,
         "noise_per_policy": {role: std for role, std, _ in plan},

@@ -120,7 +120,7 @@ def reference_returns(
         return {
             "random": np.asarray(random).reshape(n, episodes).mean(1),
             "oracle": np.asarray(oracle).reshape(n, episodes).mean(1),
-            "source": f"scripted policy ({type(family._policy).__name__})",
+            "source": f"scripted policy ({family.oracle_name})",
         }
     params = lane_params(family, tasks, episodes)
     _, _, random = jax.jit(lambda k: rollout(family, params, k, random_act, observe, (), length))(

@@ -175,3 +175,15 @@ def test_meta_dt_trains_on_ml1_and_is_evaluated_on_the_host(ml1_data, tmp_path, 
     # the oracle (scripted, goal shown) beats random actions on the held-out goal
     assert result["oracle_return"][0] > result["random_return"][0]
     assert np.isfinite(result["normalized_mean"])
+
+
+def test_ml10_holds_out_whole_kinds_of_manipulation():
+    family = make_raw("meta/ML10", tasks_per_class=1, episode_length=20)  # builds ML10: ~35 s
+    assert (family.num_train, family.num_test) == (10, 5) and is_host("meta/ML10")
+    train = {family.task(i).env_name for i in range(10)}
+    test = {family.task(i).env_name for i in range(10, 15)}
+    assert len(train) == 10 and len(test) == 5 and not train & test
+    tasks = np.asarray(family.split("test"))
+    _, traj, returns = family.rollout(tasks, jax.random.PRNGKey(0), ("scripted", 0.0), None, None)
+    assert traj["obs"].shape == (5, 20, 39) and np.all(traj["obs"][..., 36:39] == 0)
+    assert np.all(np.isfinite(returns)) and np.all(returns >= 0) and returns.sum() > 0

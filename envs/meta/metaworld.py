@@ -1,4 +1,5 @@
-"""Meta-World ML1 as a host-side task family (MuJoCo on the CPU, stepped from Python).
+"""Meta-World ML1 / ML10 / ML45 as host-side task families (MuJoCo on the CPU, stepped from
+Python).
 
 Meta-World's environments are numpy/MuJoCo, not JAX, so they cannot live inside a jitted
 program. :class:`MetaWorldFamily` gives them the task-family interface the offline meta-RL
@@ -10,9 +11,10 @@ gymnasium-style batch stepped in turn).
 
 Tasks: ``metaworld.ML1(env, seed=split_seed)`` draws 50 training and 50 test goals (disjoint);
 the family keeps the first ``num_train`` training goals and the first ``num_test`` test goals
-(REFERENCE.md: reach, 15 / 5, T = 500). As in Meta-World's ML benchmarks the goal is hidden
-(observation[36:39] = 0). Global task index ``i`` is training goal ``i`` for ``i < num_train``,
-else test goal ``i - num_train``.
+(REFERENCE.md: reach, 15 / 5, T = 500). ML10 / ML45 keep ``tasks_per_class`` goals of every
+training class and of every held-out class. As in Meta-World's ML benchmarks the goal is hidden
+(observation[36:39] = 0). Global task index ``i`` is a training task for ``i < num_train``, else
+a test task.
 
 The package's scripted policies (``metaworld.policies``) are the family's oracle and the data
 source: :meth:`scripted_action` feeds them the true goal (they read it from the observation,
@@ -32,13 +34,9 @@ from flax import struct
 from seqrl.envs.spaces import Box
 from seqrl.errors import UserError
 
-GOAL = slice(36, 39)  # where Meta-World puts the goal in an observation (zeros in ML1)
-# scripted policies for the ML1 tasks we register
-POLICIES = {
-    "reach-v3": "SawyerReachV3Policy",
-    "push-v3": "SawyerPushV3Policy",
-    "pick-place-v3": "SawyerPickPlaceV3Policy",
-}
+GOAL = slice(36, 39)  # where Meta-World puts the goal in an observation (zeros in ML envs)
+ML1_TASKS = ("reach-v3", "push-v3", "pick-place-v3")  # the ML1 tasks registered
+BENCHMARKS = ("ML1", "ML10", "ML45")
 # quality -> std of the Gaussian noise added to the scripted policy's action (then clipped)
 NOISE = {"expert": 0.1, "medium": 1.0}
 
@@ -50,9 +48,19 @@ class HostParams:
     max_steps_in_episode: int = struct.field(pytree_node=False, default=500)
 
 
+def _is_int(n) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool)
+
+
 class MetaWorldFamily:
-    """Meta-World ML1 ``env_name`` (``reach-v3``, ``push-v3``, ``pick-place-v3``) as a task
-    family stepped on the host (see the module docstring)."""
+    """A Meta-World ML benchmark as a task family stepped on the host (module docstring).
+
+    ``benchmark="ML1"``: one task ``env_name`` (``reach-v3``, ``push-v3``, ``pick-place-v3``),
+    ``num_train`` of its training goals and ``num_test`` of its test goals. ``"ML10"`` /
+    ``"ML45"``: every training class (10 / 45) and every test class (5) of the benchmark,
+    ``tasks_per_class`` goals each (so a held-out task is a held-out *kind* of manipulation).
+    Building ML10 takes ~35 s and ML45 ~7 min on this CPU (Meta-World samples its goals).
+    """
 
     host = True  # meta_eval / the loop step it from Python, not inside a jitted program
 
@@ -63,48 +71,90 @@ class MetaWorldFamily:
         num_test: int = 5,
         split_seed: int = 0,
         episode_length: int = 500,
+        benchmark: str = "ML1",
+        tasks_per_class: int = 2,
     ):
-        if env_name not in POLICIES:
-            raise UserError(f"Meta-World ML1 task {env_name!r} is not one of {', '.join(POLICIES)}")
-        counts = (num_train, num_test, episode_length)
-        if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts):
-            raise UserError("Meta-World: num_train, num_test and episode_length must be integers")
-        if not (1 <= num_train <= 50 and 0 <= num_test <= 50):
+        if benchmark not in BENCHMARKS:
+            raise UserError(f"Meta-World benchmark {benchmark!r} is not one of {BENCHMARKS}")
+        if benchmark == "ML1" and env_name not in ML1_TASKS:
+            raise UserError(
+                f"Meta-World ML1 task {env_name!r} is not one of {', '.join(ML1_TASKS)}"
+            )
+        if not all(_is_int(n) for n in (num_train, num_test, episode_length, tasks_per_class)):
+            raise UserError(
+                "Meta-World: num_train, num_test, tasks_per_class and episode_length must be "
+                "integers"
+            )
+        if benchmark == "ML1" and not (1 <= num_train <= 50 and 0 <= num_test <= 50):
             raise UserError(
                 f"Meta-World ML1 has 50 training and 50 test goals: num_train must be in "
                 f"[1, 50] and num_test in [0, 50], got {num_train} / {num_test}"
             )
+        if not 1 <= tasks_per_class <= 50:
+            raise UserError(f"tasks_per_class must be in [1, 50], got {tasks_per_class}")
         if not 1 <= episode_length <= 500:
             raise UserError(f"Meta-World episodes last at most 500 steps, got {episode_length}")
+        self.benchmark = benchmark
         self.env_name = env_name
-        self.num_train = num_train
-        self.num_test = num_test
         self.split_seed = split_seed
         self.episode_length = episode_length
+        self.tasks_per_class = tasks_per_class
+        if benchmark == "ML1":
+            self.num_train, self.num_test = num_train, num_test
+        else:  # fixed by the benchmark's classes
+            train, test = {"ML10": (10, 5), "ML45": (45, 5)}[benchmark]
+            self.num_train, self.num_test = train * tasks_per_class, test * tasks_per_class
         self._benchmark = None
+        self._tasks: list[Any] | None = None
         self._envs: dict[int, list[Any]] = {}  # task -> idle env instances of that task
+        self._policies: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
-        return f"meta/ML1-{self.env_name.removesuffix('-v3')}"
+        if self.benchmark == "ML1":
+            return f"meta/ML1-{self.env_name.removesuffix('-v3')}"
+        return f"meta/{self.benchmark}"
 
     # -- tasks ----------------------------------------------------------------------------------
 
-    def _ml1(self):
+    def _bench(self):
         if self._benchmark is None:
             import metaworld
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._benchmark = metaworld.ML1(self.env_name, seed=self.split_seed)
+                if self.benchmark == "ML1":
+                    self._benchmark = metaworld.ML1(self.env_name, seed=self.split_seed)
+                else:
+                    self._benchmark = getattr(metaworld, self.benchmark)(seed=self.split_seed)
         return self._benchmark
+
+    def _task_list(self) -> list[Any]:
+        """Every task, train then test (global task index = position)."""
+        if self._tasks is None:
+            bench = self._bench()
+            if self.benchmark == "ML1":
+                self._tasks = [
+                    *bench.train_tasks[: self.num_train],
+                    *bench.test_tasks[: self.num_test],
+                ]
+            else:
+                k = self.tasks_per_class
+
+                def per_class(classes, tasks):
+                    return [
+                        t for name in classes for t in [x for x in tasks if x.env_name == name][:k]
+                    ]
+
+                self._tasks = [
+                    *per_class(bench.train_classes, bench.train_tasks),
+                    *per_class(bench.test_classes, bench.test_tasks),
+                ]
+        return self._tasks
 
     def task(self, index: int):
         """The Meta-World ``Task`` of global task ``index``."""
-        ml1 = self._ml1()
-        if index < self.num_train:
-            return ml1.train_tasks[index]
-        return ml1.test_tasks[index - self.num_train]
+        return self._task_list()[index]
 
     def split(self, name: str) -> jax.Array:
         """Global task indices of split ``name`` (``train``, ``test`` or ``all``)."""
@@ -133,28 +183,35 @@ class MetaWorldFamily:
         idle = self._envs.setdefault(index, [])
         if idle:
             return idle.pop()
-        ml1 = self._ml1()
+        bench, task = self._bench(), self.task(index)
+        classes = {**bench.train_classes, **bench.test_classes}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            env = ml1.train_classes[self.env_name]()
-            env.set_task(self.task(index))
+            env = classes[task.env_name]()
+            env.set_task(task)
+        env.seqrl_task_name = task.env_name
         return env
 
     def _release(self, tasks: np.ndarray, envs: list[Any]) -> None:
         for index, env in zip(tasks, envs):
             self._envs[int(index)].append(env)
 
-    def scripted_action(self, env, obs: np.ndarray) -> np.ndarray:
-        """The package's scripted policy, shown the goal that ML1 hides."""
-        if not hasattr(self, "_policy"):
-            import metaworld.policies as policies
+    @property
+    def oracle_name(self) -> str:
+        return "Meta-World's scripted policies (metaworld.policies), shown the goal"
 
-            self._policy = getattr(policies, POLICIES[self.env_name])()
+    def scripted_action(self, env, obs: np.ndarray) -> np.ndarray:
+        """The package's scripted policy of ``env``'s task, shown the goal that ML hides."""
+        name = env.seqrl_task_name
+        if name not in self._policies:
+            from metaworld.policies import ENV_POLICY_MAP
+
+            self._policies[name] = ENV_POLICY_MAP[name]()
         full = np.array(obs, np.float64)
         full[GOAL] = env._target_pos
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Constant(s) may be too high" on every call
-            return np.asarray(self._policy.get_action(full), np.float32)
+            return np.asarray(self._policies[name].get_action(full), np.float32)
 
     def rollout(self, tasks, key, act, observe, carry, length: int | None = None):
         """One episode per lane (lane ``i`` runs global task ``tasks[i]``), ``length`` steps at
