@@ -114,8 +114,9 @@ def measure(suite: str, quick: bool) -> dict:
     }
     if suite == "num_envs":
         counts = (4, 64) if quick else (4, 16, 64, 256, 1024)
-        updates = 2 if quick else 8
-        cells = [(n, 1, updates, None) for n in counts]
+        # at least 2**19 env steps per cell (2**16 quick), so small cells are not all dispatch
+        steps = 2**16 if quick else 2**19
+        cells = [(n, 1, max(2 if quick else 8, steps // (n * NUM_STEPS)), None) for n in counts]
         report["peer"] = "4 envs (PureJaxRL's CartPole config)"
     else:
         real = device_count()
@@ -155,7 +156,8 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}` ({report['date']}, seqrl {report['seqrl_revision']}, "
         f"{m['nproc']} cores, {m['cpu'] or 'unknown CPU'}; load average "
         f"{report['load_before'][0]} before, {report['load_after'][0]} after). "
-        f"`{CONFIG}` with {NUM_STEPS} steps per env and update, each cell a fresh process with "
+        f"`{CONFIG}` with {NUM_STEPS} steps per env and update (updates per cell in the JSON), "
+        "each cell a fresh process with "
         "cold compiles; env steps/s inside the jitted chunks (compile excluded). Ratios against "
         f"{report['peer']}, measured in the same run. Raw numbers: "
         f"`docs/benchmarks/{suite}.json`.",
