@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pytest workers: compiles are single-threaded, so two workers use both cores
 WORKERS ?= 2
 
-.PHONY: help install demo test lint format bench bench-quick bench-ppo meta-point clean
+.PHONY: help install demo test lint format bench bench-quick bench-ppo meta-point meta-cheetah-vel meta-ml1-reach clean
 
 help:
 	@echo "make demo       create .venv, install, train S5-PPO on a memory task, print results"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-quick the same suites with smoke-test budgets, into runs/bench/ (a few minutes)"
 	@echo "make bench-ppo  seqrl vs rejax vs Stable-Baselines3 PPO on CartPole (docs/benchmarks.md)"
 	@echo "make meta-point the offline meta-RL pipeline on PointRobot (docs/results.md)"
+	@echo "make meta-cheetah-vel / meta-ml1-reach  the same pipeline on Cheetah-Vel / Meta-World ML1 reach"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +54,12 @@ bench-ppo: $(STAMP)
 # data -> world model -> agents -> evaluation -> results table (docs/results.md)
 meta-point: $(STAMP)
 	$(BIN)/python -m benchmarks.meta_point
+
+meta-cheetah-vel: $(STAMP)
+	$(BIN)/python -m benchmarks.meta_pipeline cheetah-vel
+
+meta-ml1-reach: $(STAMP)
+	$(BIN)/python -m benchmarks.meta_pipeline ml1-reach
 
 clean:
 	rm -rf $(VENV) .venv-* runs .pytest_cache

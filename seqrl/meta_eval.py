@@ -449,22 +449,20 @@ class MetaAgent:
         ``family.rollout`` steps the envs from Python. Not jittable; adds ``"success"``
         ([tasks, rounds * num_envs], 1 if the episode ever succeeded)."""
         fam = self.family
-        if not hasattr(self, "_host_fns"):
-            policy = lambda st, name, *a: self._policy(st, split, deterministic, target_return)[
-                name
-            ](*a)
-            self._host_fns = {
+        setting = (split, deterministic, target_return)
+        cache = self.__dict__.setdefault("_host_fns", {})
+        if setting not in cache:  # compiled once per setting, state passed as an argument
+            policy = lambda st, name, *a: self._policy(st, *setting)[name](*a)
+            fns = {
                 name: jax.jit(lambda st, *a, name=name: policy(st, name, *a))
                 for name in ("initial_carry", "empty_prompt", "act", "observe")
             }
-            self._host_fns["self_guided_prompt"] = jax.jit(
+            fns["self_guided_prompt"] = jax.jit(
                 lambda st, traj, k: policy(st, "self_guided_prompt", traj, k)
             )
-            self._host_fns["demo_prompt"] = lambda st: policy(st, "demo_prompt")
-            self._host_key = (split, deterministic, target_return)
-        elif self._host_key != (split, deterministic, target_return):
-            raise ValueError("evaluate_host: one MetaAgent serves one split / target setting")
-        f = self._host_fns
+            fns["demo_prompt"] = lambda st: policy(st, "demo_prompt")
+            cache[setting] = fns
+        f = cache[setting]
         tasks = np.repeat(np.asarray(fam.split(split)), self.config.num_envs)
         use_prompt = self.config.meta.prompt != "none"
         act = lambda carry, obs, t, k: f["act"](state, carry, obs, t, k)
