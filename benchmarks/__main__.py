@@ -12,6 +12,8 @@ Suites (default: all of them except ``meta_point``):
 
 - ``ppo_cartpole``: seqrl PPO vs rejax vs Stable-Baselines3 on CartPole-v1 (peers in their own
   venvs, created on first use from ``benchmarks/requirements-*.txt``);
+- ``ppo_brax``: the same three on one continuous-control task, brax inverted_pendulum (SB3 on
+  MuJoCo's InvertedPendulum-v5: it has no brax backend);
 - ``backbones``: PPO with MLP/GRU/LSTM/S5/S4D torsos by rollout length;
 - ``dt_throughput``: Decision Transformer training, seqrl vs a PyTorch DT;
 - ``fourier_toy``: the Fourier head vs a linear head on a toy density;
@@ -42,6 +44,7 @@ INDEX = "## The suite: `make bench`"
 # suite -> (module, its arguments)
 SUITES = {
     "ppo_cartpole": ("benchmarks.ppo_cartpole", []),
+    "ppo_brax": ("benchmarks.ppo_brax", []),
     "backbones": ("benchmarks.backbones", []),
     "dt_throughput": ("benchmarks.dt_throughput", []),
     "fourier_toy": ("benchmarks.fourier_toy", []),
@@ -52,12 +55,13 @@ DEFAULT = tuple(SUITES)
 
 
 def section_heading(suite: str) -> str:
-    from benchmarks import backbones, dt_throughput, fourier_toy, ppo_cartpole, scaling
+    from benchmarks import backbones, dt_throughput, fourier_toy, ppo_brax, ppo_cartpole, scaling
 
     if suite in scaling.SECTIONS:
         return scaling.SECTIONS[suite]
     return {
         "ppo_cartpole": ppo_cartpole,
+        "ppo_brax": ppo_brax,
         "backbones": backbones,
         "dt_throughput": dt_throughput,
         "fourier_toy": fourier_toy,
@@ -85,12 +89,14 @@ def render(suite: str, report: dict) -> str:
 
 
 def _render(suite: str, report: dict) -> str:
-    from benchmarks import backbones, dt_throughput, fourier_toy, ppo_cartpole, scaling
+    from benchmarks import backbones, dt_throughput, fourier_toy, ppo_brax, ppo_cartpole, scaling
 
     if suite in ("num_envs", "devices"):
         return scaling.markdown(report)
     if suite == "ppo_cartpole":
         return ppo_cartpole.markdown(report, "")
+    if suite == "ppo_brax":
+        return ppo_brax.markdown(report, "")
     if suite == "dt_throughput":
         return dt_throughput.markdown(report, "")
     return {"backbones": backbones, "fourier_toy": fourier_toy}[suite].markdown(report)
@@ -179,8 +185,7 @@ def index_table(suites: list[dict]) -> list[str]:
         "",
         "Not in the default suite: `meta_point` (the offline meta-RL pipeline of "
         "docs/results.md, ~50 minutes; `python -m benchmarks run meta_point` or "
-        "`make meta-point`), and a brax task in the PPO comparison (see the notes under the "
-        "PPO section).",
+        "`make meta-point`).",
         "",
     ]
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 SOLVE_RETURN = 475.0  # CartPole-v1's reward threshold
+# The return each benchmark task counts as solved, by the task names the workers take (--task).
+SOLVE_RETURNS = {"cartpole": SOLVE_RETURN, "inverted_pendulum": 700.0}
 # Gym's definition of solving CartPole-v1 averages 100 consecutive episodes (the headline); the
 # 10-episode window is reported beside it.
 SOLVE_WINDOWS = (100, 10)
@@ -86,6 +88,7 @@ def worker_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="file for the JSON result line")
     parser.add_argument("--workdir", type=Path, required=True, help="scratch folder for the run")
+    parser.add_argument("--task", choices=sorted(SOLVE_RETURNS), default="cartpole")
     return parser
 
 

@@ -1,4 +1,7 @@
-"""rejax PPO on gymnax CartPole-v1 with PureJaxRL's hyperparameters (seqrl's cartpole config).
+"""rejax PPO with seqrl's hyperparameters: gymnax CartPole-v1 (PureJaxRL's, seqrl's cartpole
+config) or, with ``--task inverted_pendulum``, brax inverted_pendulum on the spring backend
+(seqrl's ``configs/ppo/brax/inverted_pendulum.yaml``) through rejax's own brax adapter
+(``rejax.compat.create("brax/...")``).
 
 Runs in ``.venv-rejax`` (rejax 0.1.3 needs gymnax 0.0.9's five-value ``step``). rejax's own
 ``PPO.train`` runs evaluation rollouts inside its scan; to time it the way seqrl's loop is timed,
@@ -17,44 +20,76 @@ Two things rejax does not do by itself are added from outside, without touching 
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
 from importlib.metadata import version
 from typing import Any
 
-from benchmarks.common import UpdateRow, peak_rss_mb, time_to_return, worker_parser, write_result
+from benchmarks.common import (
+    SOLVE_RETURNS,
+    UpdateRow,
+    peak_rss_mb,
+    time_to_return,
+    worker_parser,
+    write_result,
+)
 
 # PureJaxRL's CartPole PPO, as in configs/ppo/cartpole.yaml.
-NUM_ENVS = 4
-NUM_STEPS = 128
-UPDATE_EPOCHS = 4
-NUM_MINIBATCHES = 4
-LR = 2.5e-4
-GAMMA = 0.99
-GAE_LAMBDA = 0.95
-CLIP_EPS = 0.2
-ENT_COEF = 0.01
-VF_COEF = 0.5
-MAX_GRAD_NORM = 0.5
-HIDDEN_SIZES = (64, 64)
-ACTIVATION = "tanh"
+CARTPOLE = {
+    "env": "CartPole-v1",
+    "num_envs": 4,
+    "num_steps": 128,
+    "update_epochs": 4,
+    "num_minibatches": 4,
+    "lr": 2.5e-4,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "clip_eps": 0.2,
+    "ent_coef": 0.01,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "hidden_sizes": (64, 64),
+    "activation": "tanh",
+    "normalize_obs": False,
+    "normalize_reward": False,
+    "eval_episodes": 64,  # seqrl's loop.eval_episodes
+}
+# As in configs/ppo/brax/inverted_pendulum.yaml.
+TASKS = {
+    "cartpole": CARTPOLE,
+    "inverted_pendulum": {
+        **CARTPOLE,
+        "env": "brax/inverted_pendulum",
+        "num_envs": 32,
+        "num_steps": 64,
+        "lr": 3e-4,
+        "ent_coef": 0.0,
+        "normalize_obs": True,
+        "normalize_reward": True,
+        "eval_episodes": 16,
+    },
+}
 NUM_CHUNKS = 20  # seqrl's loop.num_chunks
-EVAL_EPISODES = 64  # seqrl's loop.eval_episodes
 
 
 def main() -> None:
     args = worker_parser(__doc__.splitlines()[0]).parse_args()
     t_import = time.perf_counter()
-    import gymnax
     import jax
     import jax.numpy as jnp
     from flax import struct
     from rejax import PPO
+    from rejax.compat import create
     from rejax.evaluate import evaluate
-    from rejax.networks import DiscretePolicy
 
     import_seconds = time.perf_counter() - t_import
+    h = TASKS[args.task]
+    NUM_ENVS, NUM_STEPS = h["num_envs"], h["num_steps"]
+    UPDATE_EPOCHS, NUM_MINIBATCHES, LR = h["update_epochs"], h["num_minibatches"], h["lr"]
+    EVAL_EPISODES = h["eval_episodes"]
+    brax = h["env"].startswith("brax/")
 
     @struct.dataclass
     class CounterState:
@@ -73,6 +108,11 @@ def main() -> None:
             if "env" not in self.__dict__:  # mid-copy (PPO.create deep-copies its config)
                 raise AttributeError(name)
             return getattr(self.env, name)
+
+        def __deepcopy__(self, memo: dict) -> EpisodeCounter:
+            # else __getattr__ hands over the wrapped env's own __deepcopy__ (rejax's brax
+            # adapter has one) and the copy loses this wrapper
+            return EpisodeCounter(copy.deepcopy(self.env, memo))
 
         def reset(self, key: jax.Array, params: Any = None) -> tuple[jax.Array, CounterState]:
             obs, state = self.env.reset(key, params)
@@ -98,7 +138,7 @@ def main() -> None:
         return LR * (1.0 - (count // sgd_steps_per_update) / num_updates)
 
     t_start = time.perf_counter()  # the solve clock: real seconds from here
-    env, env_params = gymnax.make("CartPole-v1")
+    env, env_params = create(h["env"], **({"backend": "spring"} if brax else {}))
     algo = PPO.create(
         env=EpisodeCounter(env),
         env_params=env_params,
@@ -107,20 +147,26 @@ def main() -> None:
         num_epochs=UPDATE_EPOCHS,
         num_minibatches=NUM_MINIBATCHES,
         learning_rate=learning_rate,
-        gamma=GAMMA,
-        gae_lambda=GAE_LAMBDA,
-        clip_eps=CLIP_EPS,
-        ent_coef=ENT_COEF,
-        vf_coef=VF_COEF,
-        max_grad_norm=MAX_GRAD_NORM,
+        gamma=h["gamma"],
+        gae_lambda=h["gae_lambda"],
+        clip_eps=h["clip_eps"],
+        ent_coef=h["ent_coef"],
+        vf_coef=h["vf_coef"],
+        max_grad_norm=h["max_grad_norm"],
+        normalize_observations=h["normalize_obs"],
+        normalize_rewards=h["normalize_reward"],
+        reward_normalization_discount=h["gamma"],
         total_timesteps=num_updates * NUM_ENVS * NUM_STEPS,
-        agent_kwargs={"activation": ACTIVATION, "hidden_layer_sizes": HIDDEN_SIZES},
+        agent_kwargs={"activation": h["activation"], "hidden_layer_sizes": h["hidden_sizes"]},
     )
     updates_per_chunk = math.ceil(num_updates / NUM_CHUNKS)
     num_chunks = math.ceil(num_updates / updates_per_chunk)
 
     def counters(ts: Any) -> tuple[jax.Array, jax.Array]:
-        return ts.env_state.episodes.sum(), ts.env_state.return_sum.sum()
+        counted = ts.env_state
+        while not isinstance(counted, CounterState):  # under rejax's FloatObsWrapper
+            counted = counted.env_state
+        return counted.episodes.sum(), counted.return_sum.sum()
 
     def chunk(ts: Any, n_active: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
         def one_update(ts: Any) -> tuple[Any, tuple[jax.Array, jax.Array]]:
@@ -139,19 +185,30 @@ def main() -> None:
 
     def final_returns(ts: Any, key: jax.Array) -> jax.Array:
         def act(obs: jax.Array, _: jax.Array) -> jax.Array:
-            dist = algo.actor.apply(
-                ts.actor_ts.params, obs[None], method=DiscretePolicy._action_dist
-            )
-            return dist.mode()[0]
+            if algo.normalize_observations:
+                obs = algo.normalize_obs(ts.obs_rms_state, obs)
+            dist = algo.actor.apply(ts.actor_ts.params, obs[None], method="_action_dist")
+            action = dist.mode()[0]
+            return action if algo.discrete else jnp.clip(action, -1.0, 1.0)
 
         _, returns = evaluate(act, key, env, env_params, EVAL_EPISODES)
         return returns
+
+    def init_state(key: jax.Array) -> Any:
+        ts = algo.init_state(key)
+        if algo.normalize_rewards:
+            # rejax 0.1.3 starts the reward statistics as Python ints (mean=0, var=1): int32
+            # leaves that its own rollout scan rejects once they turn float32
+            rms = ts.rew_rms_state
+            rms = rms.replace(mean=jnp.float32(rms.mean), var=jnp.float32(rms.var))
+            ts = ts.replace(rew_rms_state=rms)
+        return ts
 
     # COMPILE ahead of time: init, one chunk, the final evaluation.
     key = jax.random.PRNGKey(args.seed)
     eval_key = jax.random.fold_in(key, 1_000_003)
     t0 = time.perf_counter()
-    init = jax.jit(algo.init_state).lower(key).compile()
+    init = jax.jit(init_state).lower(key).compile()
     compile_seconds = time.perf_counter() - t0
     # rejax builds a new state class on every trace of init_state: take the one init returns.
     ts = jax.block_until_ready(init(key))
@@ -190,7 +247,8 @@ def main() -> None:
         args.out,
         {
             "peer": "rejax",
-            "algorithm": "rejax.PPO (train_iteration in jitted chunks), gymnax 0.0.9 CartPole-v1",
+            "algorithm": "rejax.PPO (train_iteration in jitted chunks), "
+            + (f"{h['env']} (spring) via rejax.compat" if brax else "gymnax 0.0.9 CartPole-v1"),
             "hyperparameters": {
                 "num_envs": algo.num_envs,
                 "num_steps": algo.num_steps,
@@ -209,6 +267,8 @@ def main() -> None:
                 "max_grad_norm": float(algo.max_grad_norm),
                 "hidden_sizes": list(algo.actor.hidden_layer_sizes),
                 "activation": algo.actor.activation.__name__,
+                "normalize_obs": algo.normalize_observations,
+                "normalize_reward": algo.normalize_rewards,
             },
             "env_steps": total_steps,
             "compile_seconds": round(compile_seconds, 3),
@@ -217,12 +277,13 @@ def main() -> None:
             "final_return": float(returns.mean()),
             "final_return_std": float(returns.std()),
             "final_eval": f"{EVAL_EPISODES} episodes, deterministic (policy mode)",
-            "solve": time_to_return(rows),
+            "solve": time_to_return(rows, SOLVE_RETURNS[args.task]),
             "import_seconds": round(import_seconds, 3),
             "peak_rss_mb": peak_rss_mb(),
             "versions": {
                 pkg: version(pkg)
                 for pkg in ("rejax", "jax", "jaxlib", "flax", "optax", "gymnax", "distrax")
+                + (("brax", "mujoco") if brax else ())
             },
             "threads": {
                 "XLA_FLAGS": os.environ.get("XLA_FLAGS", "unset (XLA defaults)"),

@@ -1,11 +1,17 @@
-"""Stable-Baselines3 PPO on gymnasium CartPole-v1 with the rl-zoo hyperparameters.
+"""Stable-Baselines3 PPO on gymnasium CartPole-v1 (rl-zoo's hyperparameters) or, with
+``--task inverted_pendulum``, on gymnasium's MuJoCo InvertedPendulum-v5 (seqrl's brax
+inverted_pendulum hyperparameters).
 
 Runs in ``.venv-sb3`` (torch CPU build, one intra-op thread). rl-zoo's ``ppo.yml`` entry for
 CartPole-v1: 8 envs (DummyVecEnv + Monitor), n_steps 32, batch_size 256, gae_lambda 0.8,
 gamma 0.98, n_epochs 20, ent_coef 0.0, learning rate and clip range linear from 1e-3 and 0.2,
-1e5 steps, MlpPolicy (64x64 tanh, separate actor and critic). A callback logs, per rollout
-(one PPO update), the training episodes that ended in it; the clock starts before the model is
-built (there is no compile) and is read at the end of every rollout's update.
+1e5 steps, MlpPolicy (64x64 tanh, separate actor and critic). InvertedPendulum-v5 takes
+``configs/ppo/brax/inverted_pendulum.yaml``'s: 32 envs x 64 steps, batch 512 (4 minibatches),
+4 epochs, learning rate linear from 3e-4, constant clip 0.2, gamma 0.99, lambda 0.95, ent 0,
+64x64 tanh, observations and rewards normalized by ``VecNormalize`` (the evaluation env reads
+the training statistics, frozen, and scores raw rewards). A callback logs, per rollout (one PPO
+update), the training episodes that ended in it; the clock starts before the model is built
+(there is no compile) and is read at the end of every rollout's update.
 """
 
 from __future__ import annotations
@@ -13,18 +19,47 @@ from __future__ import annotations
 import time
 from importlib.metadata import version
 
-from benchmarks.common import UpdateRow, peak_rss_mb, time_to_return, worker_parser, write_result
+from benchmarks.common import (
+    SOLVE_RETURNS,
+    UpdateRow,
+    peak_rss_mb,
+    time_to_return,
+    worker_parser,
+    write_result,
+)
 
-NUM_ENVS = 8
-N_STEPS = 32
-BATCH_SIZE = 256
-GAE_LAMBDA = 0.8
-GAMMA = 0.98
-N_EPOCHS = 20
-ENT_COEF = 0.0
-LR = 1e-3
-CLIP_RANGE = 0.2
-EVAL_EPISODES = 64
+TASKS = {
+    "cartpole": {
+        "env": "CartPole-v1",
+        "num_envs": 8,
+        "n_steps": 32,
+        "batch_size": 256,
+        "gae_lambda": 0.8,
+        "gamma": 0.98,
+        "n_epochs": 20,
+        "ent_coef": 0.0,
+        "lr": 1e-3,
+        "clip_range": 0.2,
+        "anneal_clip_range": True,
+        "normalize": False,
+        "eval_episodes": 64,
+    },
+    "inverted_pendulum": {
+        "env": "InvertedPendulum-v5",
+        "num_envs": 32,
+        "n_steps": 64,
+        "batch_size": 512,
+        "gae_lambda": 0.95,
+        "gamma": 0.99,
+        "n_epochs": 4,
+        "ent_coef": 0.0,
+        "lr": 3e-4,
+        "clip_range": 0.2,
+        "anneal_clip_range": False,
+        "normalize": True,
+        "eval_episodes": 16,
+    },
+}
 
 
 def main() -> None:
@@ -36,9 +71,12 @@ def main() -> None:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
 
     import_seconds = time.perf_counter() - t_import
     torch.set_num_threads(1)
+    h = TASKS[args.task]
+    lr, clip_range = h["lr"], h["clip_range"]
 
     class UpdateLogger(BaseCallback):
         """One :class:`UpdateRow` per rollout; SB3 trains on a rollout right after it ends, so
@@ -84,18 +122,24 @@ def main() -> None:
             self._close_row()
 
     t_start = time.perf_counter()
-    env = make_vec_env("CartPole-v1", n_envs=NUM_ENVS, seed=args.seed)
+    env = make_vec_env(h["env"], n_envs=h["num_envs"], seed=args.seed)
+    if h["normalize"]:
+        env = VecNormalize(env, gamma=h["gamma"])
     model = PPO(
         "MlpPolicy",
         env,
-        n_steps=N_STEPS,
-        batch_size=BATCH_SIZE,
-        gae_lambda=GAE_LAMBDA,
-        gamma=GAMMA,
-        n_epochs=N_EPOCHS,
-        ent_coef=ENT_COEF,
-        learning_rate=lambda progress_remaining: progress_remaining * LR,
-        clip_range=lambda progress_remaining: progress_remaining * CLIP_RANGE,
+        n_steps=h["n_steps"],
+        batch_size=h["batch_size"],
+        gae_lambda=h["gae_lambda"],
+        gamma=h["gamma"],
+        n_epochs=h["n_epochs"],
+        ent_coef=h["ent_coef"],
+        learning_rate=lambda progress_remaining: progress_remaining * lr,
+        clip_range=(
+            (lambda progress_remaining: progress_remaining * clip_range)
+            if h["anneal_clip_range"]
+            else clip_range
+        ),
         seed=args.seed,
         device="cpu",
         verbose=0,
@@ -106,11 +150,14 @@ def main() -> None:
     train_seconds = time.perf_counter() - t_learn
     total_steps = int(model.num_timesteps)
 
-    eval_env = make_vec_env("CartPole-v1", n_envs=NUM_ENVS, seed=args.seed + 1_000_003)
+    eval_env = make_vec_env(h["env"], n_envs=h["num_envs"], seed=args.seed + 1_000_003)
+    if h["normalize"]:
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=h["gamma"])
+        eval_env.obs_rms = env.obs_rms
     returns, _ = evaluate_policy(
         model,
         eval_env,
-        n_eval_episodes=EVAL_EPISODES,
+        n_eval_episodes=h["eval_episodes"],
         deterministic=True,
         return_episode_rewards=True,
     )
@@ -120,15 +167,18 @@ def main() -> None:
         args.out,
         {
             "peer": "sb3",
-            "algorithm": "stable_baselines3.PPO MlpPolicy, gymnasium CartPole-v1, rl-zoo config",
+            "algorithm": f"stable_baselines3.PPO MlpPolicy, gymnasium {h['env']}, "
+            + ("rl-zoo config" if args.task == "cartpole" else "seqrl's config"),
             "hyperparameters": {
-                "num_envs": NUM_ENVS,
+                "num_envs": h["num_envs"],
                 "num_steps": model.n_steps,
                 "batch_size": model.batch_size,
                 "update_epochs": model.n_epochs,
-                "lr_start": LR,
+                "lr_start": lr,
                 "lr_schedule": "linear to 0",
-                "clip_range_start": CLIP_RANGE,
+                "clip_range_start": clip_range,
+                "clip_range_schedule": "linear to 0" if h["anneal_clip_range"] else "constant",
+                "normalize_obs_and_reward": h["normalize"],
                 "gamma": model.gamma,
                 "gae_lambda": model.gae_lambda,
                 "ent_coef": model.ent_coef,
@@ -144,12 +194,14 @@ def main() -> None:
             "env_steps_per_second": round(total_steps / max(train_seconds, 1e-9), 1),
             "final_return": float(returns.mean()),
             "final_return_std": float(returns.std()),
-            "final_eval": f"{EVAL_EPISODES} episodes, deterministic (policy mode)",
-            "solve": time_to_return(logger.rows),
+            "final_eval": f"{h['eval_episodes']} episodes, deterministic (policy mode)",
+            "solve": time_to_return(logger.rows, SOLVE_RETURNS[args.task]),
             "import_seconds": round(import_seconds, 3),
             "peak_rss_mb": peak_rss_mb(),
             "versions": {
-                pkg: version(pkg) for pkg in ("stable_baselines3", "torch", "gymnasium", "numpy")
+                pkg: version(pkg)
+                for pkg in ("stable_baselines3", "torch", "gymnasium", "numpy")
+                + (("mujoco",) if args.task != "cartpole" else ())
             },
             "threads": {
                 "torch_intra_op_threads": torch.get_num_threads(),

@@ -1,4 +1,5 @@
-"""seqrl PPO on gymnax CartPole-v1 (``configs/ppo/cartpole.yaml``) through its Python API.
+"""seqrl PPO through its Python API: gymnax CartPole-v1 (``configs/ppo/cartpole.yaml``) or, with
+``--task inverted_pendulum``, brax inverted_pendulum (``configs/ppo/brax/inverted_pendulum.yaml``).
 
 Run by :mod:`benchmarks.ppo_cartpole` in seqrl's own ``.venv`` with ``SEQRL_COMPILE_CACHE=0``,
 so every compile is cold. The numbers are seqrl's own: ``summary.json`` (compile seconds, train
@@ -21,9 +22,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import UpdateRow, peak_rss_mb, time_to_return, worker_parser, write_result
+from benchmarks.common import (
+    SOLVE_RETURNS,
+    UpdateRow,
+    peak_rss_mb,
+    time_to_return,
+    worker_parser,
+    write_result,
+)
 
-CONFIG = Path("configs/ppo/cartpole.yaml")
+# task -> (config, what it runs)
+TASKS = {
+    "cartpole": (Path("configs/ppo/cartpole.yaml"), "gymnax CartPole-v1"),
+    "inverted_pendulum": (
+        Path("configs/ppo/brax/inverted_pendulum.yaml"),
+        "brax inverted_pendulum (spring)",
+    ),
+}
 
 
 def read_rows(
@@ -76,8 +91,10 @@ def main() -> None:
         write(sink, rows)
 
     seqrl_logging.JsonlSink.write = timed_write  # type: ignore[method-assign]
+    config_path, task_name = TASKS[args.task]
+    threshold = SOLVE_RETURNS[args.task]
     config = cfg.load_config(
-        CONFIG,
+        config_path,
         ["loop.progress=false", f"total_timesteps={args.total_steps}", f"seed={args.seed}"],
     )
     run_dir = args.workdir / "seqrl-run"
@@ -92,7 +109,8 @@ def main() -> None:
         args.out,
         {
             "peer": "seqrl",
-            "algorithm": "seqrl PPO (agents/ppo.py), gymnax CartPole-v1",
+            "algorithm": f"seqrl PPO (agents/ppo.py), {task_name}",
+            "config": str(config_path),
             "hyperparameters": {
                 "num_envs": config.num_envs,
                 "num_steps": p.num_steps,
@@ -109,6 +127,8 @@ def main() -> None:
                 "max_grad_norm": p.max_grad_norm,
                 "hidden_sizes": list(net.hidden_sizes),
                 "activation": net.activation,
+                "normalize_obs": config.wrappers.normalize_obs,
+                "normalize_reward": config.wrappers.normalize_reward,
             },
             "env_steps": summary["total_env_steps"],
             "compile_seconds": summary["compile_seconds"],
@@ -117,9 +137,9 @@ def main() -> None:
             "final_return": summary["final_return_mean"],
             "final_return_std": summary["final_return_std"],
             "final_eval": f"{summary['eval_episodes']} episodes, deterministic (policy mode)",
-            "solve": time_to_return(rows),
+            "solve": time_to_return(rows, threshold),
             "solve_clock": "real seconds since loop.run()" if chunk_ends else "metrics.jsonl",
-            "solve_loop_clock": time_to_return(loop_rows),
+            "solve_loop_clock": time_to_return(loop_rows, threshold),
             "import_seconds": round(import_seconds, 3),
             "run_seconds": round(run_seconds, 3),
             # loop.run's time outside compile + train: init, metrics, TensorBoard, checkpoints,

@@ -46,7 +46,7 @@ def ppo_cartpole(report: dict, ax_curve, ax_ratio) -> None:
         ax_curve.plot(xs, ys, label=peer)
     ax_curve.set_xlabel("wall seconds (compile included)")
     ax_curve.set_ylabel("training return")
-    ax_curve.set_title("PPO on CartPole-v1", fontsize=10)
+    ax_curve.set_title(report.get("plot_title", "PPO on CartPole-v1"), fontsize=10)
     ax_curve.legend(fontsize=8)
     _ratio_bars(ax_ratio, report["ratios"], "seqrl / peer")
 
@@ -111,6 +111,7 @@ def scaling(report: dict, ax_curve, ax_ratio) -> None:
 
 DRAW = {
     "ppo_cartpole": ppo_cartpole,
+    "ppo_brax": ppo_cartpole,
     "backbones": backbones,
     "dt_throughput": dt_throughput,
     "fourier_toy": fourier_toy,

@@ -120,8 +120,12 @@ def dumps(obj: Any, indent: int = 0) -> str:
     return json.dumps(obj)
 
 
-def run_peer(peer: str, python: Path, steps: int, workdir: Path, timeout: float) -> dict:
-    """Runs one peer worker to the end; its result plus the process's wall time and peak RSS."""
+def run_peer(
+    peer: str, python: Path, steps: int, workdir: Path, timeout: float, task: str = "cartpole"
+) -> dict:
+    """Runs one peer worker on ``task`` to the end; its result plus the process's wall time and
+    peak RSS. ``wall_to_<threshold>`` / ``steps_to_<threshold>`` (``_w10``: 10-episode window)
+    say when it first reached the task's solve threshold."""
     out = workdir / f"{peer}.json"
     log = workdir / f"{peer}.log"
     cmd = [
@@ -134,6 +138,8 @@ def run_peer(peer: str, python: Path, steps: int, workdir: Path, timeout: float)
         str(out),
         "--workdir",
         str(workdir),
+        "--task",
+        task,
     ]
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["SEQRL_COMPILE_CACHE"] = "0"
@@ -163,11 +169,17 @@ def run_peer(peer: str, python: Path, steps: int, workdir: Path, timeout: float)
     result["process_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     result["load_before"] = load_before
     result["load_after"] = load_average()
-    result["command"] = " ".join(cmd[:3]) + f" --total-steps {steps}"
+    result["command"] = (
+        " ".join(cmd[:3])
+        + f" --total-steps {steps}"
+        + ("" if task == "cartpole" else f" --task {task}")
+    )
+    threshold = f"{result['solve']['threshold']:g}"
     for window, suffix in (("100", ""), ("10", "_w10")):
         solve = result["solve"]["windows"][window]
-        result["wall_to_475" + suffix] = None if solve is None else round(solve["wall_seconds"], 2)
-        result["steps_to_475" + suffix] = None if solve is None else solve["env_steps"]
+        reached = None if solve is None else round(solve["wall_seconds"], 2)
+        result[f"wall_to_{threshold}{suffix}"] = reached
+        result[f"steps_to_{threshold}{suffix}"] = None if solve is None else solve["env_steps"]
     print(f"[run] {peer}: done in {wall:.1f} s", flush=True)
     return result
 
@@ -187,14 +199,19 @@ def check_same_config(results: dict[str, dict]) -> list[str]:
     return diffs
 
 
-def ratios(results: dict[str, dict]) -> list[dict]:
+def ratios(results: dict[str, dict], targets: tuple = TARGETS) -> list[dict]:
+    """``targets``: (name, numerator peer, denominator peer, metric, ">=" or "<=", target or
+    None)."""
     rows = []
-    for name, num, den, metric, op, target in TARGETS:
+    for name, num, den, metric, op, target in targets:
         x = results.get(num, {}).get(metric)
         y = results.get(den, {}).get(metric)
         value = None if x is None or not y else x / y
-        met = None if value is None else (value >= target if op == ">=" else value <= target)
-        rows.append({"name": name, "value": value, "target": f"{op} {target:g}", "met": met})
+        met = None
+        if value is not None and target is not None:
+            met = value >= target if op == ">=" else value <= target
+        shown = None if target is None else f"{op} {target:g}"
+        rows.append({"name": name, "value": value, "target": shown, "met": met})
     return rows
 
 
@@ -346,26 +363,34 @@ Observed in this run:
 """
 
 
-def write_doc(report: dict) -> None:
-    """Replaces this benchmark's section of docs/benchmarks.md (keeping its notes block)."""
+def write_doc(
+    report: dict,
+    section_heading: str = SECTION,
+    notes_markers: tuple[str, str] = (NOTES_START, NOTES_END),
+    render: Any = None,
+) -> None:
+    """Replaces a benchmark's section of docs/benchmarks.md, keeping its hand-written notes block
+    (``render(report, notes)`` makes the section; default: this benchmark's :func:`markdown`)."""
+    notes_start, notes_end = notes_markers
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
+    start = text.find(section_heading)
     notes = ""
     if start >= 0:
-        nxt = text.find("\n## ", start + len(SECTION))
+        nxt = text.find("\n## ", start + len(section_heading))
         end = len(text) if nxt < 0 else nxt + 1
         old = text[start:end]
-        if NOTES_START in old and NOTES_END in old:
-            notes = old.split(NOTES_START, 1)[1].split(NOTES_END, 1)[0]
+        if notes_start in old and notes_end in old:
+            notes = old.split(notes_start, 1)[1].split(notes_end, 1)[0]
         before, after = text[:start], text[end:]
     else:
         before, after = text.rstrip("\n") + "\n\n", ""
-    section = markdown(report, notes)
+    section = (render or markdown)(report, notes)
     DOC.write_text(before + section + ("\n" + after if after else ""))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(description: str) -> argparse.Namespace:
+    """The command line of a peer comparison; ``args.peers`` is the checked list of peers."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a plumbing smoke test")
     parser.add_argument(
         "--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS)
@@ -373,30 +398,44 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per peer")
     parser.add_argument("--json", type=Path, help="also write the report here (any mode)")
     args = parser.parse_args()
-    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    unknown = sorted(set(peers) - set(PEERS))
+    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(args.peers) - set(PEERS))
     if unknown:
         parser.error(f"unknown peer(s) {', '.join(unknown)}; allowed: {', '.join(PEERS)}")
-    budgets = QUICK_STEPS if args.quick else FULL_STEPS
-    timeout = args.timeout or (600.0 if args.quick else 1800.0)
+    return args
+
+
+def compare(
+    args: argparse.Namespace,
+    report: dict[str, Any],
+    budgets: dict[str, int],
+    timeout: float,
+    task: str = "cartpole",
+    targets: tuple = TARGETS,
+) -> tuple[dict[str, Any], Path]:
+    """Runs ``args.peers`` on ``task`` one after another into ``report`` (which names the
+    benchmark and its command); the report and the run's scratch folder."""
+    name = report["benchmark"]
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    workdir = ROOT / "runs" / "bench" / f"ppo_cartpole-{stamp}{'-quick' if args.quick else ''}"
+    workdir = ROOT / "runs" / "bench" / f"{name}-{stamp}{'-quick' if args.quick else ''}"
     workdir.mkdir(parents=True, exist_ok=True)
 
     # SETUP every interpreter before any timing starts.
+    peers = args.peers
     pythons = {p: Path(sys.executable) if p == "seqrl" else ensure_venv(p, workdir) for p in peers}
 
     # RUN the peers one after another.
-    report: dict[str, Any] = {
-        "benchmark": "ppo_cartpole",
-        "quick": args.quick,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": COMMAND + (" --quick" if args.quick else ""),
-        "seqrl_revision": seqrl_revision(),
-        "machine": machine(),
-        "load_before": load_average(),
-    }
-    results = {p: run_peer(p, pythons[p], budgets[p], workdir, timeout) for p in peers}
+    report.update(
+        {
+            "quick": args.quick,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": report["command"] + (" --quick" if args.quick else ""),
+            "seqrl_revision": seqrl_revision(),
+            "machine": machine(),
+            "load_before": load_average(),
+        }
+    )
+    results = {p: run_peer(p, pythons[p], budgets[p], workdir, timeout, task) for p in peers}
     report["load_after"] = load_average()
     jax_threads = next((r["threads"] for p, r in results.items() if p != "sb3"), {})
     report["threads"] = {
@@ -404,27 +443,40 @@ def main() -> None:
         **results.get("sb3", {}).get("threads", {}),
     }
     report["config_diffs"] = check_same_config(results)
-    report["ratios"] = ratios(results)
+    report["ratios"] = ratios(results, targets)
     report["results"] = results
-
-    print()
-    print(table(report))
-    print()
-    for line in facts(report):
-        print("- " + line)
     if report["config_diffs"]:
         print("\nWARNING: seqrl and rejax ran different hyperparameters:", file=sys.stderr)
         for d in report["config_diffs"]:
             print("  " + d, file=sys.stderr)
+    return report, workdir
 
-    full = not args.quick and set(peers) == set(PEERS)
-    json_path = DOC_JSON if full else workdir / "ppo_cartpole.json"
+
+def save(args: argparse.Namespace, report: dict, workdir: Path, doc_json: Path) -> bool:
+    """Writes the report as JSON: into ``doc_json`` after a full run of every peer (then True:
+    the caller writes its doc section), else into the run's scratch folder."""
+    full = not args.quick and set(args.peers) == set(PEERS)
+    json_path = doc_json if full else workdir / f"{report['benchmark']}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(dumps(report) + "\n")
     print(f"\nresults: {json_path.relative_to(ROOT)}")
     if args.json:
         args.json.write_text(dumps(report) + "\n")
-    if full:
+    return full
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    budgets = QUICK_STEPS if args.quick else FULL_STEPS
+    timeout = args.timeout or (600.0 if args.quick else 1800.0)
+    report = {"benchmark": "ppo_cartpole", "command": COMMAND}
+    report, workdir = compare(args, report, budgets, timeout)
+    print()
+    print(table(report))
+    print()
+    for line in facts(report):
+        print("- " + line)
+    if save(args, report, workdir, DOC_JSON):
         write_doc(report)
         print(f"table: {DOC.relative_to(ROOT)}")
 

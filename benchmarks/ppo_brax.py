@@ -1,0 +1,208 @@
+"""PPO on one small continuous-control task, side by side in one invocation: seqrl and rejax on
+brax inverted_pendulum (spring backend), Stable-Baselines3 on gymnasium's MuJoCo
+InvertedPendulum-v5 (the same task in another simulator: SB3 has no brax backend).
+
+    .venv/bin/python -m benchmarks.ppo_brax           # full run: writes docs/benchmarks*
+    .venv/bin/python -m benchmarks.ppo_brax --quick   # smoke test of the plumbing (~2-3 min)
+
+The machinery is :mod:`benchmarks.ppo_cartpole`'s: each peer runs in its own process and
+interpreter (``--task inverted_pendulum`` of :mod:`benchmarks.peer_seqrl`, ``peer_rejax``,
+``peer_sb3``), the peer venvs are made from ``benchmarks/requirements-*.txt`` (they pin brax
+and mujoco for this task), seqrl compiles cold (``SEQRL_COMPILE_CACHE=0``), and the script
+checks that seqrl and rejax ran the same hyperparameters. All three peers run seqrl's
+``configs/ppo/brax/inverted_pendulum.yaml`` hyperparameters (SB3 too: rl-zoo has no entry for
+this task that the script could take instead).
+"""
+
+from __future__ import annotations
+
+from benchmarks.common import ROOT, SOLVE_RETURNS, ratio_table, time_to_return
+from benchmarks.ppo_cartpole import (
+    DOC,
+    PEERS,
+    compare,
+    fmt,
+    parse_args,
+    ratios,
+    save,
+    write_doc,
+)
+
+TASK = "inverted_pendulum"
+DOC_JSON = ROOT / "docs" / "benchmarks" / "ppo_brax.json"
+SECTION = "## PPO on brax inverted_pendulum: seqrl vs rejax vs Stable-Baselines3 (MuJoCo)"
+NOTES_START = "<!-- ppo_brax:notes:start -->"
+NOTES_END = "<!-- ppo_brax:notes:end -->"
+COMMAND = ".venv/bin/python -m benchmarks.ppo_brax"
+
+LABELS = {"seqrl": "seqrl PPO (brax)", "rejax": "rejax PPO (brax)", "sb3": "SB3 PPO (MuJoCo)"}
+FULL_STEPS = {"seqrl": 499_712, "rejax": 499_712, "sb3": 499_712}
+QUICK_STEPS = {"seqrl": 20_480, "rejax": 20_480, "sb3": 20_480}
+THRESHOLD = f"{SOLVE_RETURNS[TASK]:g}"
+LOW = 500.0  # a second, lower threshold, read from the same curves (10-episode window)
+# (name, numerator peer, denominator peer, metric, comparison, target): no targets were set
+# for this task, so the ratios are reported without a verdict.
+WALL = f"wall_to_{THRESHOLD}_w10"
+TARGETS = (
+    ("seqrl / rejax env steps/s", "seqrl", "rejax", "env_steps_per_second", ">=", None),
+    ("seqrl / SB3 env steps/s (brax / MuJoCo)", "seqrl", "sb3", "env_steps_per_second", ">=", None),
+    (f"seqrl / rejax wall-to-{THRESHOLD}", "seqrl", "rejax", WALL, "<=", None),
+    (f"seqrl / SB3 wall-to-{THRESHOLD}", "seqrl", "sb3", WALL, "<=", None),
+    (f"seqrl / rejax wall-to-{LOW:g}", "seqrl", "rejax", f"wall_to_{LOW:g}_w10", "<=", None),
+    (f"seqrl / SB3 wall-to-{LOW:g}", "seqrl", "sb3", f"wall_to_{LOW:g}_w10", "<=", None),
+)
+
+
+def add_threshold(results: dict[str, dict], threshold: float) -> None:
+    """``wall_to_<threshold>_w10`` / ``steps_to_..._w10`` of every peer, from its logged curve."""
+    for r in results.values():
+        cols = r["updates"]["columns"]
+        rows = [dict(zip(cols, row, strict=True)) for row in r["updates"]["rows"]]
+        solve = time_to_return(rows, threshold, windows=(10,))["windows"]["10"]
+        r[f"wall_to_{threshold:g}_w10"] = solve and round(solve["wall_seconds"], 2)
+        r[f"steps_to_{threshold:g}_w10"] = solve and solve["env_steps"]
+
+
+def table(report: dict) -> str:
+    results = report["results"]
+    peers = [p for p in PEERS if p in results]
+    lines = [
+        "| | " + " | ".join(LABELS[p] for p in peers) + " |",
+        "|---" * (len(peers) + 1) + "|",
+    ]
+    rows = [
+        ("env steps trained", "env_steps", 0),
+        ("compile s", "compile_seconds", 1),
+        ("env steps/s (training, compile excluded)", "env_steps_per_second", 0),
+        (f"wall-to-{THRESHOLD} s, incl. compile (10-episode mean)", f"wall_to_{THRESHOLD}_w10", 1),
+        (f"env steps to {THRESHOLD} (10-episode mean)", f"steps_to_{THRESHOLD}_w10", 0),
+        (f"wall-to-{THRESHOLD} s, incl. compile (100-episode mean)", f"wall_to_{THRESHOLD}", 1),
+        (f"env steps to {THRESHOLD} (100-episode mean)", f"steps_to_{THRESHOLD}", 0),
+        (f"wall-to-{LOW:g} s, incl. compile (10-episode mean)", f"wall_to_{LOW:g}_w10", 1),
+        (f"env steps to {LOW:g} (10-episode mean)", f"steps_to_{LOW:g}_w10", 0),
+        ("final return (16 eval episodes, deterministic; max 1000)", "final_return", 1),
+        ("peak RSS MB", "process_peak_rss_mb", 0),
+        ("process wall s (imports to exit)", "process_wall_seconds", 1),
+    ]
+    for label, key, digits in rows:
+        cells = [fmt(results[p].get(key), digits) for p in peers]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    loads = [f"{results[p]['load_before'][0]} / {results[p]['load_after'][0]}" for p in peers]
+    lines.append("| load average before / after | " + " | ".join(loads) + " |")
+    return "\n".join([*lines, "", *ratio_table(report["ratios"])])
+
+
+def facts(report: dict) -> list[str]:
+    """Observations computed from this run, for the doc."""
+    results, out = report["results"], []
+    for peer in PEERS:
+        r = results.get(peer)
+        wall = r and r.get(f"wall_to_{THRESHOLD}_w10")
+        if r and wall and r["compile_seconds"]:
+            out.append(
+                f"{LABELS[peer]}: compiling is {r['compile_seconds'] / wall:.0%} of its "
+                f"wall-to-{THRESHOLD}."
+            )
+    if report["quick"]:
+        out.append("Quick mode: tiny budgets to test the plumbing; these numbers mean nothing.")
+    if report["config_diffs"]:
+        out.append("CONFIG MISMATCH seqrl vs rejax: " + "; ".join(report["config_diffs"]))
+    return out
+
+
+def markdown(report: dict, notes: str) -> str:
+    m, results = report["machine"], report["results"]
+    versions = "; ".join(
+        f"{LABELS[p]}: " + ", ".join(f"{k} {v}" for k, v in results[p]["versions"].items())
+        for p in PEERS
+        if p in results
+    )
+    threads = report["threads"]
+    steps = ", ".join(f"{LABELS[p]} {report['budgets'][p]:,}" for p in PEERS if p in results)
+    return f"""{SECTION}
+
+Command: `{COMMAND}` (`--quick`: a smoke test with tiny budgets). One invocation runs the three
+peers one after another, each in its own process. Measured {report["date"]} (seqrl at
+{report.get("seqrl_revision", "an unrecorded commit")}) on {m["nproc"]} cores
+({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB RAM), no GPU, {m["platform"]}. Load average
+(1 min): {report["load_before"][0]} before the run, {report["load_after"][0]} after it; per peer
+in the table. Raw numbers and per-update curves: `docs/benchmarks/ppo_brax.json`.
+
+**SB3 runs MuJoCo, not brax**: SB3 has no brax backend, so its peer is gymnasium's
+`InvertedPendulum-v5` on MuJoCo (CPU, one env at a time in a `DummyVecEnv`), the same task
+(cart-pole balancing, +1 per step alive, episode ends when the pole leaves +-0.2 rad, at most
+1000 steps) in another simulator. Its steps/s ratio therefore compares framework + simulator
+together; seqrl vs rejax (both on brax spring) compares the PPO implementations alone.
+
+{table(report)}
+
+What each peer runs (budgets: {steps} env steps):
+- **seqrl**: `configs/ppo/brax/inverted_pendulum.yaml` through `seqrl.loop.run`: brax 0.14.2
+  inverted_pendulum, spring backend, 32 envs x 64 steps, 4 epochs x 4 minibatches, lr 3e-4
+  annealed linearly per update, gamma 0.99, lambda 0.95, clip 0.2, ent 0, vf 0.5, max grad
+  norm 0.5, 64x64 tanh, observations and rewards normalized, 20 jitted chunks,
+  `SEQRL_COMPILE_CACHE=0`.
+- **rejax** 0.1.3 (gymnax 0.0.9, brax 0.14.2, its own venv): `rejax.PPO` on
+  `rejax.compat.create("brax/inverted_pendulum", backend="spring")` with the same
+  hyperparameters (checked key by key; rejax's `normalize_observations` /
+  `normalize_rewards`), learning rate annealed by an optax schedule, `train_iteration` in the
+  same 20 jitted chunks. rejax's own differences stay: separate actor and critic with their own
+  Adam, elementwise gradient clipping, no bootstrapping on the 1000-step time limit.
+- **SB3** (torch CPU, `torch.set_num_threads(1)`): the same hyperparameters on MuJoCo
+  `InvertedPendulum-v5` (32 envs in a `DummyVecEnv`, n_steps 64, batch 512, 4 epochs, lr linear
+  from 3e-4, clip 0.2 constant, `VecNormalize` on observations and rewards), MlpPolicy 64x64
+  tanh. Budget smaller than the JAX peers' so that the suite stays within ten minutes.
+
+How it is measured (as in the CartPole comparison):
+- *compile s*: ahead-of-time compiles of init, one chunk of updates and the final evaluation
+  (seqrl's own `compile_seconds`; the same three programs for rejax); SB3 compiles nothing.
+- *env steps/s*: env steps trained / seconds inside the training chunks (SB3: inside `learn`).
+- *wall-to-{THRESHOLD}*: real seconds from the start of training, compile included, until the
+  training episodes that ended in the most recent updates (at least 10 episodes; 100 in the
+  second row) average >= {THRESHOLD} of the maximum 1000. {THRESHOLD}, not gymnasium's 950:
+  training episodes run the stochastic policy, and in the budget the JAX peers' training mean
+  does not stay near 950 (their deterministic final evaluation does). One seed per peer, so
+  steps-to-{THRESHOLD} is a single draw.
+- *final return*: 16 evaluation episodes with the policy's mean action after training.
+- *peak RSS*: `ru_maxrss` of the peer's process.
+- Threads: XLA_FLAGS {threads["XLA_FLAGS"]}, i.e. XLA's own CPU thread pool over the
+  {m["nproc"]} cores for both JAX peers; torch intra-op threads
+  {threads.get("torch_intra_op_threads", "n/a")}.
+- Versions: {versions}.
+
+Observed in this run:
+{chr(10).join("- " + f for f in facts(report))}
+
+{NOTES_START}
+{notes.strip()}
+{NOTES_END}
+"""
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    budgets = QUICK_STEPS if args.quick else FULL_STEPS
+    report = {
+        "benchmark": "ppo_brax",
+        "command": COMMAND,
+        "task": "brax inverted_pendulum (seqrl, rejax); MuJoCo InvertedPendulum-v5 (SB3)",
+        "plot_title": "PPO on inverted_pendulum (seqrl, rejax: brax; SB3: MuJoCo)",
+        "budgets": {p: budgets[p] for p in args.peers},
+        "solve_threshold": SOLVE_RETURNS[TASK],
+    }
+    timeout = args.timeout or (600.0 if args.quick else 900.0)
+    report, workdir = compare(args, report, budgets, timeout, TASK, TARGETS)
+    add_threshold(report["results"], LOW)
+    report["ratios"] = ratios(report["results"], TARGETS)
+    print()
+    print(table(report))
+    print()
+    for line in facts(report):
+        print("- " + line)
+    if save(args, report, workdir, DOC_JSON):
+        write_doc(report, SECTION, (NOTES_START, NOTES_END), markdown)
+        print(f"table: {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
