@@ -129,10 +129,11 @@ peers one after another, each in its own process. Measured {report["date"]} (seq
 in the table. Raw numbers and per-update curves: `docs/benchmarks/ppo_brax.json`.
 
 **SB3 runs MuJoCo, not brax**: SB3 has no brax backend, so its peer is gymnasium's
-`InvertedPendulum-v5` on MuJoCo (CPU, one env at a time in a `DummyVecEnv`), the same task
-(cart-pole balancing, +1 per step alive, episode ends when the pole leaves +-0.2 rad, at most
-1000 steps) in another simulator. Its steps/s ratio therefore compares framework + simulator
-together; seqrl vs rejax (both on brax spring) compares the PPO implementations alone.
+`InvertedPendulum-v5` on MuJoCo (CPU; its 32 envs stepped one after another in a
+`DummyVecEnv`), the same task (cart-pole balancing, +1 per step alive, the episode ends when
+the pole leaves +-0.2 rad, at most 1000 steps; gymnasium gives 0 for the failing step, brax 1)
+in another simulator. Its steps/s ratio therefore compares framework + simulator together;
+seqrl vs rejax (both on brax spring) compares the PPO implementations alone.
 
 {table(report)}
 
