@@ -98,10 +98,17 @@ def facts(report: dict) -> list[str]:
     for peer in PEERS:
         r = results.get(peer)
         wall = r and r.get(f"wall_to_{THRESHOLD}_w10")
-        if r and wall and r["compile_seconds"]:
+        # seqrl may compile a remainder chunk late in training: then compile > wall-to
+        if r and wall and 0 < r["compile_seconds"] <= wall:
             out.append(
                 f"{LABELS[peer]}: compiling is {r['compile_seconds'] / wall:.0%} of its "
                 f"wall-to-{THRESHOLD}."
+            )
+        if r and not wall:
+            out.append(
+                f"{LABELS[peer]} did not reach {THRESHOLD} (10-episode mean) in "
+                f"{r['env_steps']:,} env steps; its final evaluation returned "
+                f"{r['final_return']:.1f}."
             )
     if report["quick"]:
         out.append("Quick mode: tiny budgets to test the plumbing; these numbers mean nothing.")
@@ -152,7 +159,7 @@ What each peer runs (budgets: {steps} env steps):
 - **SB3** (torch CPU, `torch.set_num_threads(1)`): the same hyperparameters on MuJoCo
   `InvertedPendulum-v5` (32 envs in a `DummyVecEnv`, n_steps 64, batch 512, 4 epochs, lr linear
   from 3e-4, clip 0.2 constant, `VecNormalize` on observations and rewards), MlpPolicy 64x64
-  tanh. Budget smaller than the JAX peers' so that the suite stays within ten minutes.
+  tanh.
 
 How it is measured (as in the CartPole comparison):
 - *compile s*: ahead-of-time compiles of init, one chunk of updates and the final evaluation
@@ -161,9 +168,8 @@ How it is measured (as in the CartPole comparison):
 - *wall-to-{THRESHOLD}*: real seconds from the start of training, compile included, until the
   training episodes that ended in the most recent updates (at least 10 episodes; 100 in the
   second row) average >= {THRESHOLD} of the maximum 1000. {THRESHOLD}, not gymnasium's 950:
-  training episodes run the stochastic policy, and in the budget the JAX peers' training mean
-  does not stay near 950 (their deterministic final evaluation does). One seed per peer, so
-  steps-to-{THRESHOLD} is a single draw.
+  training episodes run the stochastic policy, and in this budget the JAX peers' training mean
+  stays below 950. One seed per peer, so steps-to-{THRESHOLD} is a single draw.
 - *final return*: 16 evaluation episodes with the policy's mean action after training.
 - *peak RSS*: `ru_maxrss` of the peer's process.
 - Threads: XLA_FLAGS {threads["XLA_FLAGS"]}, i.e. XLA's own CPU thread pool over the
