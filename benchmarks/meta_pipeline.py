@@ -97,10 +97,8 @@ FAMILIES = {
             oracle="the best expert episode of each goal (its per-task PPO expert)",
             episodes=20,
             quick_ppo=(("total_timesteps", 4000), ("loop.num_chunks", 2)),
-            notes="Smaller budgets than the paper, stated: 15 + 5 goals (the paper: 35 + 5), "
-            "one PPO learner per goal for 1e5 env steps (the paper: one SAC per task for "
-            "~1e6), 20 episodes per goal per "
-            "dataset (paper: 100), 1,000 DT updates (paper: 100k+). No in-context S5-PPO row: "
+            notes="Budgets are far below the paper's (35 + 5 goals, one SAC per task for "
+            "~1e6 steps, 100 episodes per task, 100k+ DT updates). No in-context S5-PPO row: "
             "S5 on brax bodies across the training tasks is beyond this CPU's hour.",
         ),
         Family(
@@ -239,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     total = time.perf_counter() - t0
     report = {
+        "budgets": budgets(out, episodes),
         "command": fam.command + (" (--quick)" if args.quick else ""),
         "machine": machine(),
         "load_average": load_average(),
@@ -253,6 +252,44 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         write_report(Path("docs/results.md"), fam.report_json, fam.heading, report, section)
     return 0
+
+
+def budgets(out: Path, episodes: int) -> dict:
+    """What the pipeline under ``out`` actually ran, read from its runs' saved configs (so the
+    docs never state a budget the run did not use)."""
+    import yaml
+
+    def config(name: str) -> dict:
+        path = out / name / "config.yaml"
+        return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+    meta, experts = config("meta_dt"), config("ppo-experts")
+    from seqrl.envs import make_raw
+
+    family = make_raw(meta["env"], **meta.get("env_kwargs", {}))
+    return {
+        "num_train": family.num_train,
+        "num_test": family.num_test,
+        "episode_length": family.episode_length,
+        "ppo_env_steps_per_task": experts.get("total_timesteps"),
+        "episodes_per_task": episodes,
+        "dt_updates": meta["total_updates"],
+        "world_model_steps": meta["world_model"]["steps"],
+    }
+
+
+def _budget_line(b: dict) -> str:
+    data = (
+        f"one PPO learner per task for {b['ppo_env_steps_per_task']:,} env steps"
+        if b.get("ppo_env_steps_per_task")
+        else "scripted policies"
+    )
+    return (
+        f"This run's budgets (from its saved configs): {b['num_train']} training + "
+        f"{b['num_test']} held-out tasks, T = {b['episode_length']}; data from {data}, "
+        f"{b['episodes_per_task']} episodes per task per dataset; {b['dt_updates']:,} updates per "
+        f"offline agent (world model: {b['world_model_steps']:,} steps)."
+    )
 
 
 def _evaluate(label, run_dir, protocol, eval_meta, step, reference=None, quick=False) -> dict:
@@ -334,6 +371,8 @@ def _markdown(fam: Family, report: dict) -> str:
         "episodes. Normalized score (R - R_random) / (R_oracle - R_random) per task, R_oracle "
         f"from {fam.oracle}.",
     ]
+    if "budgets" in report:
+        lines += ["", _budget_line(report["budgets"])]
     if fam.notes:
         lines += ["", fam.notes]
     lines += [

@@ -307,6 +307,11 @@ def _collect(args) -> int:
     from seqrl.envs import is_host
 
     if is_host(args.run_dir) and not Path(args.run_dir).exists():
+        if args.checkpoint is not None or args.deterministic:
+            raise UserError(
+                f"{args.run_dir} is collected from its scripted policy: --checkpoint and "
+                "--deterministic apply to trained runs only"
+            )
         collect_scripted(
             args.run_dir,
             args.episodes,

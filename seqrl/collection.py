@@ -481,6 +481,11 @@ def collect_scripted(
             f"{env} has no scripted policy: collect from a trained run instead "
             "(seqrl collect RUN_DIR ...)"
         )
+    if quality == "mixed" and noise is not None:
+        raise UserError(
+            "--noise sets one policy's noise: with --quality mixed the scripted episodes use the "
+            "medium and expert noises (1.0 / 0.1); choose expert or medium to set it"
+        )
     output = check_output_path(output)
     from seqrl.envs.meta.metaworld import NOISE
 
@@ -501,21 +506,11 @@ def collect_scripted(
             _, traj, _ = family.rollout(tasks, sub, ("scripted", std), None, None)
             parts.append(traj)
             episode_metadata += [{"policy": role, "noise": std, "task": int(t)} for t in tasks]
+    from seqrl.meta_eval import rollout_trajectories
+
     host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    lengths = host["valid"].sum(1).astype(np.int32)
+    trajectories = rollout_trajectories(host, family.episode_length)
     n, length = host["rewards"].shape
-    last = lengths - 1
-    ended = np.zeros((n, length), bool)
-    ended[np.arange(n), last] = True
-    trajectories = Trajectories(
-        obs=jnp.asarray(host["obs"]),
-        actions=jnp.asarray(host["actions"]),
-        rewards=jnp.asarray(host["rewards"] * host["valid"]),
-        terminated=jnp.zeros((n, length), bool),
-        truncated=jnp.asarray(ended),  # every episode ends at the time limit
-        lengths=jnp.asarray(lengths),
-        final_obs=jnp.asarray(host["next_obs"][np.arange(n), last]),
-    )
     stats = trajectories.return_stats()
     success = float((host["success"].max(1) > 0).mean())
     info = {

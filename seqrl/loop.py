@@ -141,17 +141,10 @@ def init_seeds(trainer: Trainer) -> Callable[[jax.Array], Any]:
     return lambda keys: jax.lax.map(trainer.init, keys)
 
 
-def host_evaluate(trainer: Trainer, loop: Any, states: Any, keys: jax.Array) -> dict:
-    """``trainer.evaluate`` seed by seed, unjitted (for trainers that step host-side envs)."""
-    outs = [
-        trainer.evaluate(
-            jax.tree.map(lambda x, i=i: x[i], states),
-            keys[i],
-            loop.eval_episodes,
-            loop.eval_deterministic,
-        )
-        for i in range(keys.shape[0])
-    ]
+def map_seeds(fn: Callable[[Any, jax.Array], Any], states: Any, keys: jax.Array) -> Any:
+    """``fn(state, key)`` seed by seed, unjitted, outputs stacked on the host: for functions
+    that cannot be traced (they step host-side envs)."""
+    outs = [fn(jax.tree.map(lambda x, i=i: x[i], states), keys[i]) for i in range(keys.shape[0])]
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *outs)
 
 
@@ -336,14 +329,12 @@ def run(
         return chunks[size]
 
     chunk_program(sizes[0])
-    evaluate_fn = jax.vmap(
-        lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
-    )
+    evaluate_one = lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
     if trainer.host_evaluate:
-        evaluate = lambda states, keys: host_evaluate(trainer, loop, states, keys)
+        evaluate = lambda states, keys: map_seeds(evaluate_one, states, keys)
     else:
         evaluate, t_eval = compile_program(
-            evaluate_fn,
+            jax.vmap(evaluate_one),
             abstract,
             eval_keys,
             in_shardings=(state_shardings, replicated),

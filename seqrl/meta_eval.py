@@ -572,7 +572,7 @@ def eval_meta(
     from seqrl.checkpoint import Checkpointer
     from seqrl.envs import make_raw
     from seqrl.envs.meta import SPLITS
-    from seqrl.loop import seed_keys, write_json_atomic
+    from seqrl.loop import map_seeds, seed_keys, write_json_atomic
     from seqrl.runtime import configure_jax
 
     mode = parse_mode(mode)
@@ -611,18 +611,11 @@ def eval_meta(
         )
     elif conf.agent == "meta_dt" or "meta_agent" in trainer.parts:
         agent = trainer.parts["meta_agent"]
-        fn = jax.jit(
-            jax.vmap(lambda s, k: agent.evaluate(s, k, split, mode, protocol, rounds)["returns"])
-        )
-        if getattr(family, "host", False):  # Meta-World: one seed after another, on the host
-            fn = lambda states, keys: np.stack(
-                [
-                    agent.evaluate_host(
-                        jax.tree.map(lambda x, i=i: x[i], states), k, split, mode, protocol, rounds
-                    )["returns"]
-                    for i, k in enumerate(keys)
-                ]
-            )
+        one = lambda s, k: agent.evaluate(s, k, split, mode, protocol, rounds)["returns"]
+        if getattr(family, "host", False):  # Meta-World: envs stepped on the host, not jitted
+            fn = lambda states, keys: map_seeds(one, states, keys)
+        else:
+            fn = jax.jit(jax.vmap(one))
     else:
         raise UserError(f"run {run_dir} ({conf.agent}) has no meta-RL evaluation")
     returns = np.asarray(fn(states, jax.random.split(key, conf.num_seeds)))
@@ -664,8 +657,6 @@ def random_episodes(family, tasks, per_task: int, key: jax.Array):
     """``per_task`` episodes of uniformly random actions in each task of ``tasks`` (task-major),
     as padded ``seqrl.data.Trajectories``: data whose behaviour says nothing about the task, so
     only rewards (and dynamics) can reveal it."""
-    from seqrl.data import Trajectories
-
     space = family.action_space(family.default_params)
     length = family.episode_length
 
@@ -674,17 +665,25 @@ def random_episodes(family, tasks, per_task: int, key: jax.Array):
 
     params = lane_params(family, tasks, per_task)
     _, traj, _ = rollout(family, params, key, act, lambda carry, *_: carry, (), length)
-    valid = traj["valid"]
+    return rollout_trajectories(traj, length)
+
+
+def rollout_trajectories(traj: dict, length: int):
+    """A :func:`rollout`'s (or a host family's) ``traj`` dict as padded
+    ``seqrl.data.Trajectories``: steps after an episode's end zeroed, an episode that stopped
+    before ``length`` (the family's time limit) terminated, one that reached it truncated."""
+    from seqrl.data import Trajectories
+
+    valid = jnp.asarray(traj["valid"])
     lengths = valid.sum(1).astype(jnp.int32)
-    last = jnp.arange(length)[None] == (lengths - 1)[:, None]
-    pad = lambda x: x * valid.reshape(valid.shape + (1,) * (x.ndim - 2))
+    last = jnp.arange(valid.shape[1])[None] == (lengths - 1)[:, None]
+    pad = lambda x: jnp.asarray(x) * valid.reshape(valid.shape + (1,) * (jnp.ndim(x) - 2))
     return Trajectories(
         obs=pad(traj["obs"]),
         actions=pad(traj["actions"]),
-        rewards=traj["rewards"],
-        # an episode that stopped before the family's time limit terminated
+        rewards=pad(traj["rewards"]),
         terminated=last & (lengths < length)[:, None],
         truncated=last & (lengths == length)[:, None],
         lengths=lengths,
-        final_obs=traj["next_obs"][jnp.arange(lengths.shape[0]), lengths - 1],
+        final_obs=jnp.asarray(traj["next_obs"])[jnp.arange(lengths.shape[0]), lengths - 1],
     )

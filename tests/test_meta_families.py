@@ -187,3 +187,16 @@ def test_ml10_holds_out_whole_kinds_of_manipulation():
     _, traj, returns = family.rollout(tasks, jax.random.PRNGKey(0), ("scripted", 0.0), None, None)
     assert traj["obs"].shape == (5, 20, 39) and np.all(traj["obs"][..., 36:39] == 0)
     assert np.all(np.isfinite(returns)) and np.all(returns >= 0) and returns.sum() > 0
+
+
+def test_scripted_collection_refuses_options_it_would_ignore(tmp_path, capsys):
+    base = ["collect", "meta/ML1-reach", "--episodes", "1", "-o", str(tmp_path / "d-v0")]
+    for extra, words in (
+        (["--quality", "mixed", "--noise", "0.2"], "--quality mixed"),
+        (["--checkpoint", "3"], "trained runs only"),
+        (["--deterministic"], "trained runs only"),
+    ):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and words in err
+    assert not (tmp_path / "d-v0").exists()
