@@ -23,7 +23,7 @@ import optax
 from flax import struct
 
 from seqrl import config as cfg
-from seqrl import distributed
+from seqrl import distributed, shuffle
 from seqrl.config import ConfigError, LoopConfig, NetworkConfig, WrapperConfig, option
 from seqrl.envs import make_vec
 from seqrl.envs.core import NormalizeObservationState, find_state
@@ -161,7 +161,7 @@ class Transition:
     terminated: jax.Array
     done: jax.Array
     final_obs: jax.Array
-    prev_next_value: jax.Array  # recurrent: V(final obs of the previous step | carry before obs)
+    prev_next_value: jax.Array  # V(final obs of the previous step | carry before obs)
     episode_done: jax.Array
     episode_return: jax.Array
 
@@ -238,7 +238,11 @@ def single_trainer(config: Config) -> Trainer:
     action_space = venv.action_space(env_params)
     network = make_network(config, action_space)
     num_updates = config.num_updates
-    tx = optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.scale_by_adam(eps=1e-5))
+    # one flat parameter vector for the optimizer: Adam's and the norm clip's elementwise work
+    # runs as one fused loop instead of one per parameter array (~3% of an update on CPU)
+    tx = optax.flatten(
+        optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.scale_by_adam(eps=1e-5))
+    )
 
     def params_of(s: LearnerState):
         return getattr(s, "env_params", env_params)
@@ -267,28 +271,26 @@ def single_trainer(config: Config) -> Trainer:
             return state
         return TaskLearnerState(**vars(state), env_params=task_params)
 
-    def act(s: LearnerState):
-        """(carry, dist, value) for ``s.obs`` and, for a recurrent network, the bootstrap value
-        V(s.final_obs) of the previous step continued from the same carry without a reset: one
-        call on a doubled batch instead of a second pass over the network."""
-        if not network.is_recurrent:
-            carry, dist, value = network.apply(s.params, s.carry, s.obs[None], s.first[None])
-            return carry, dist, value[0], value[0]
+    def act(s: LearnerState, key: jax.Array):
+        """``(carry, action, log_prob, value)`` for ``s.obs``, and the bootstrap value
+        V(s.final_obs) of the previous step (for a recurrent network continued from the same
+        carry without a reset): one call on a doubled batch instead of a second pass over the
+        rollout. The action is drawn for both halves and the second half's dropped (cheaper
+        than slicing every head's distribution)."""
         n = s.obs.shape[0]
         obs = jnp.concatenate([s.obs, s.final_obs])[None]
         resets = jnp.concatenate([s.first, jnp.zeros_like(s.first)])[None]
         both = jax.tree.map(lambda c: jnp.concatenate([c, c]), s.carry)
         carry, dist, value = network.apply(s.params, both, obs, resets)
+        action = dist.sample(key)
+        log_prob = dist.log_prob(action)
         carry = jax.tree.map(lambda c: c[:n], carry)
-        dist = jax.tree.map(lambda d: d[:, :n], dist)
-        return carry, dist, value[0, :n], value[0, n:]
+        return carry, action[0, :n], log_prob[0, :n], value[0, :n], value[0, n:]
 
     def collect(state: LearnerState) -> tuple[LearnerState, Transition]:
         def env_step(s: LearnerState, _):
             key, act_key, step_key = jax.random.split(s.key, 3)
-            carry, dist, value, prev_next_value = act(s)
-            action = dist.sample(act_key)[0]
-            log_prob = dist.log_prob(action[None])[0]
+            carry, action, log_prob, value, prev_next_value = act(s, act_key)
             obs, env_state, reward, terminated, truncated, info = venv.step(
                 step_key, s.env_state, action, params_of(s)
             )
@@ -319,20 +321,15 @@ def single_trainer(config: Config) -> Trainer:
 
         return jax.lax.scan(env_step, state, None, p.num_steps)
 
-    def advantages(state: LearnerState, start_carry: Any, traj: Transition):
+    def advantages(state: LearnerState, traj: Transition):
         h = state.hparams
         # V of the observation each step led to (the next observation unless the episode ended,
-        # then the one before the auto-reset). Feed-forward: one batched call. Recurrent: the
-        # values computed while acting (shifted by one step) plus one call for the last step.
-        if network.is_recurrent:
-            _, _, last = network.apply(
-                state.params, state.carry, state.final_obs[None], jnp.zeros_like(state.first)[None]
-            )
-            next_values = jnp.concatenate([traj.prev_next_value[1:], last])
-        else:
-            _, _, next_values = network.apply(
-                state.params, start_carry, traj.final_obs, jnp.zeros_like(traj.first)
-            )
+        # then the one before the auto-reset): computed while acting, one step late, plus one
+        # call for the last step.
+        _, _, last = network.apply(
+            state.params, state.carry, state.final_obs[None], jnp.zeros_like(state.first)[None]
+        )
+        next_values = jnp.concatenate([traj.prev_next_value[1:], last])
         return gae(
             traj.reward, traj.value, next_values, traj.terminated, traj.done, h.gamma, h.gae_lambda
         )
@@ -370,7 +367,7 @@ def single_trainer(config: Config) -> Trainer:
         if not network.is_recurrent:
             batch = jax.tree.map(lambda x: x.reshape(1, -1, *x.shape[2:]), batch)
         n = batch.obs.shape[1]
-        perm = jax.random.permutation(key, n)
+        perm = shuffle.permutation(key, n)
         m = p.num_minibatches
 
         def split(x, axis):
@@ -387,7 +384,7 @@ def single_trainer(config: Config) -> Trainer:
         # COLLECT
         state, traj = collect(state)
         # ADVANTAGES
-        adv, targets = advantages(state, start_carry, traj)
+        adv, targets = advantages(state, traj)
         batch = Batch(traj.obs, traj.first, traj.action, traj.log_prob, traj.value, adv, targets)
         # UPDATE
         h = state.hparams

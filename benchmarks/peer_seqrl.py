@@ -76,9 +76,18 @@ def main() -> None:
     t_import = time.perf_counter()
     import jax
 
+    import seqrl.agents.ppo  # noqa: F401
     from seqrl import config as cfg
     from seqrl import logging as seqrl_logging
     from seqrl import loop
+
+    # the env library is imported here, with the other imports, as rejax's own import brings in
+    # gymnax (and brax) before its clock starts; seqrl would otherwise import it inside
+    # loop.run, on the clock (gymnax's import alone takes ~1.5 s: it loads seaborn and scipy)
+    if args.task == "cartpole":
+        import seqrl.envs.gymnax  # noqa: F401
+    else:
+        import seqrl.envs.brax  # noqa: F401
 
     import_seconds = time.perf_counter() - t_import
     chunk_ends: dict[int, float] = {}
@@ -148,6 +157,7 @@ def main() -> None:
                 run_seconds - summary["compile_seconds"] - summary["train_seconds"], 3
             ),
             "peak_rss_mb": peak_rss_mb(),
+            "checkpoints": sum(1 for d in (run_dir / "checkpoints").iterdir() if d.is_dir()),
             "versions": summary["versions"],
             "threads": {
                 "XLA_FLAGS": os.environ.get("XLA_FLAGS", "unset (XLA defaults)"),

@@ -53,6 +53,14 @@ TARGETS = (
     ("seqrl / SB3 env steps/s", "seqrl", "sb3", "env_steps_per_second", ">=", 40.0),
     ("seqrl / SB3 wall-to-475", "seqrl", "sb3", "wall_to_475", "<=", 0.2),
     ("seqrl / SB3 wall-to-475 (10-episode window)", "seqrl", "sb3", "wall_to_475_w10", "<=", 0.2),
+    (
+        "seqrl / SB3 wall-to-475, seqrl's compile cache warm",
+        "seqrl",
+        "sb3",
+        "wall_to_475_warm",
+        "<=",
+        0.2,
+    ),
 )
 
 
@@ -121,13 +129,23 @@ def dumps(obj: Any, indent: int = 0) -> str:
 
 
 def run_peer(
-    peer: str, python: Path, steps: int, workdir: Path, timeout: float, task: str = "cartpole"
+    peer: str,
+    python: Path,
+    steps: int,
+    workdir: Path,
+    timeout: float,
+    task: str = "cartpole",
+    compile_cache: Path | None = None,
+    name: str | None = None,
 ) -> dict:
     """Runs one peer worker on ``task`` to the end; its result plus the process's wall time and
     peak RSS. ``wall_to_<threshold>`` / ``steps_to_<threshold>`` (``_w10``: 10-episode window)
-    say when it first reached the task's solve threshold."""
-    out = workdir / f"{peer}.json"
-    log = workdir / f"{peer}.log"
+    say when it first reached the task's solve threshold. Compiles are cold unless
+    ``compile_cache`` names a persistent compilation cache (seqrl's) to use; ``name`` (default
+    ``peer``) names the run's files in ``workdir``."""
+    name = name or peer
+    out = workdir / f"{name}.json"
+    log = workdir / f"{name}.log"
     cmd = [
         str(python),
         "-m",
@@ -143,8 +161,11 @@ def run_peer(
     ]
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["SEQRL_COMPILE_CACHE"] = "0"
+    if compile_cache is not None:
+        env["SEQRL_COMPILE_CACHE"] = "1"
+        env["JAX_COMPILATION_CACHE_DIR"] = str(compile_cache)
     load_before = load_average()
-    print(f"[run] {peer}: {steps:,} env steps (load {load_before[0]}; log: {log})", flush=True)
+    print(f"[run] {name}: {steps:,} env steps (load {load_before[0]}; log: {log})", flush=True)
     start = time.perf_counter()
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -162,7 +183,7 @@ def run_peer(
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not out.exists():
         tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
-        sys.exit(f"[run] {peer} failed (exit {proc.returncode}) after {wall:.0f} s:\n{tail}")
+        sys.exit(f"[run] {name} failed (exit {proc.returncode}) after {wall:.0f} s:\n{tail}")
     result = json.loads(out.read_text())
     result["updates"] = compact_curve(result["updates"])
     result["process_wall_seconds"] = round(wall, 2)
@@ -180,8 +201,18 @@ def run_peer(
         reached = None if solve is None else round(solve["wall_seconds"], 2)
         result[f"wall_to_{threshold}{suffix}"] = reached
         result[f"steps_to_{threshold}{suffix}"] = None if solve is None else solve["env_steps"]
-    print(f"[run] {peer}: done in {wall:.1f} s", flush=True)
+    print(f"[run] {name}: done in {wall:.1f} s", flush=True)
     return result
+
+
+def warm_cache_run(steps: int, workdir: Path, timeout: float, task: str) -> dict:
+    """seqrl once more with its persistent compilation cache warm (as on any run after the first
+    of a config): one run fills a fresh cache, a second is measured."""
+    cache = workdir / "jax-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    python = Path(sys.executable)
+    run_peer("seqrl", python, steps, workdir, timeout, task, cache, name="seqrl-fill-cache")
+    return run_peer("seqrl", python, steps, workdir, timeout, task, cache, name="seqrl-warm")
 
 
 def check_same_config(results: dict[str, dict]) -> list[str]:
@@ -241,6 +272,8 @@ def table(report: dict) -> str:
         ("env steps to 475 (100-episode mean)", "steps_to_475", 0),
         ("wall-to-475 s, incl. compile (10-episode mean)", "wall_to_475_w10", 1),
         ("env steps to 475 (10-episode mean)", "steps_to_475_w10", 0),
+        ("compile s, compile cache warm", "compile_seconds_warm", 1),
+        ("wall-to-475 s, compile cache warm (100-episode mean)", "wall_to_475_warm", 1),
         ("final return (64 eval episodes, deterministic)", "final_return", 1),
         ("peak RSS MB", "peak_rss_mb", 0),
         ("process wall s (imports to exit)", "process_wall_seconds", 1),
@@ -251,6 +284,8 @@ def table(report: dict) -> str:
             cells = [
                 f"{results[p]['load_before'][0]} / {results[p]['load_after'][0]}" for p in peers
             ]
+        elif key.endswith("_warm"):  # seqrl alone has a persistent cache
+            cells = [fmt(results[p].get(key), digits) if p == "seqrl" else "-" for p in peers]
         else:
             cells = [fmt(results[p].get(key), digits) for p in peers]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -268,7 +303,8 @@ def facts(report: dict) -> list[str]:
             f"seqrl's `loop.run` took {seqrl['run_seconds']:.1f} s: "
             f"{seqrl['compile_seconds']:.1f} s compiling, {seqrl['train_seconds']:.1f} s in the "
             f"jitted chunks and {seqrl['host_overhead_seconds']:.1f} s on the host (setup, "
-            "metrics, TensorBoard, a checkpoint after every chunk, final evaluation, curve plot)."
+            f"metrics, TensorBoard, {seqrl.get('checkpoints', 'its')} checkpoints, final "
+            "evaluation, curve plot)."
         )
         if loop_solve is not None and seqrl["wall_to_475"] is not None:
             line += (
@@ -318,7 +354,10 @@ What each peer runs:
 - **seqrl**: `configs/ppo/cartpole.yaml` through `seqrl.loop.run` (gymnax 1.0.1 CartPole-v1,
   PureJaxRL's hyperparameters: 4 envs x 128 steps, 976 updates = 499,712 steps, 4 epochs x 4
   minibatches, lr 2.5e-4 annealed linearly per update, gamma 0.99, lambda 0.95, clip 0.2, ent
-  0.01, vf 0.5, max grad norm 0.5, 64x64 tanh), 20 jitted chunks, `SEQRL_COMPILE_CACHE=0`.
+  0.01, vf 0.5, max grad norm 0.5, 64x64 tanh), 16 jitted chunks of 61 updates, a checkpoint
+  after every chunk, `SEQRL_COMPILE_CACHE=0` (cold compiles). Then twice more with seqrl's
+  persistent compilation cache in a fresh folder: the first run fills it, the second is the
+  *compile cache warm* row (what every run of a config after its first gets).
 - **rejax** 0.1.3 (gymnax 0.0.9, its own venv): `rejax.PPO` with the same hyperparameters,
   checked key by key against seqrl's by the script (a mismatch is printed and recorded). rejax
   does not anneal the learning rate itself: an optax schedule equal to PureJaxRL's is passed as
@@ -334,7 +373,9 @@ What each peer runs:
 
 How it is measured:
 - *compile s*: ahead-of-time compiles of init, one chunk of updates and the final evaluation
-  (seqrl's own `compile_seconds`; the same three programs for rejax); SB3 compiles nothing.
+  (seqrl's own `compile_seconds`: tracing, init and chunk compiled side by side, the
+  evaluation compiled after training; the same three programs one after another for rejax);
+  SB3 compiles nothing.
 - *env steps/s*: env steps trained / seconds inside the training chunks (SB3: inside `learn`).
 - *wall-to-475*: real seconds from the start of training (seqrl: the call of `loop.run`; rejax:
   before `PPO.create`; SB3: before the model is built), compile included, until the training
@@ -412,9 +453,11 @@ def compare(
     timeout: float,
     task: str = "cartpole",
     targets: tuple = TARGETS,
+    warm: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """Runs ``args.peers`` on ``task`` one after another into ``report`` (which names the
-    benchmark and its command); the report and the run's scratch folder."""
+    benchmark and its command); the report and the run's scratch folder. ``warm``: seqrl also
+    runs with its compilation cache warm (:func:`warm_cache_run`)."""
     name = report["benchmark"]
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     workdir = ROOT / "runs" / "bench" / f"{name}-{stamp}{'-quick' if args.quick else ''}"
@@ -436,6 +479,14 @@ def compare(
         }
     )
     results = {p: run_peer(p, pythons[p], budgets[p], workdir, timeout, task) for p in peers}
+    if warm and "seqrl" in results:
+        again = warm_cache_run(budgets["seqrl"], workdir, timeout, task)
+        results["seqrl"]["warm_cache_run"] = {
+            k: again[k] for k in ("compile_seconds", "env_steps_per_second", "solve", "run_seconds")
+        }
+        results["seqrl"]["compile_seconds_warm"] = again["compile_seconds"]
+        for key in [k for k in again if k.startswith(("wall_to_", "steps_to_"))]:
+            results["seqrl"][f"{key}_warm"] = again[key]
     report["load_after"] = load_average()
     jax_threads = next((r["threads"] for p, r in results.items() if p != "sb3"), {})
     report["threads"] = {
@@ -470,7 +521,7 @@ def main() -> None:
     budgets = QUICK_STEPS if args.quick else FULL_STEPS
     timeout = args.timeout or (600.0 if args.quick else 1800.0)
     report = {"benchmark": "ppo_cartpole", "command": COMMAND}
-    report, workdir = compare(args, report, budgets, timeout)
+    report, workdir = compare(args, report, budgets, timeout, warm=True)
     print()
     print(table(report))
     print()

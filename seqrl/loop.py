@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import resource
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -153,7 +155,7 @@ def plan_chunks(num_updates: int, num_chunks: int) -> list[int]:
 
     Equal sizes need one compiled program: prefer a divisor of ``num_updates`` giving between
     half and twice the requested number of chunks; otherwise equal chunks plus one shorter last
-    chunk (a second program, compiled when it is reached).
+    chunk (a second program, compiled beside the first before training starts).
     """
     target = num_updates / num_chunks
     # a divisor d gives k = num_updates // d chunks, itself a divisor: search over k (cheap)
@@ -204,10 +206,18 @@ def _check_disk_space(run_dir: Path, abstract: Any, trainer: Trainer, config: An
     ensure_free_space(run_dir, needed, "its checkpoints and logs")
 
 
-def _timed_compile(fn, *args, **jit_kwargs):
-    start = time.perf_counter()
-    compiled = jax.jit(fn, **jit_kwargs).lower(*args).compile()
-    return compiled, time.perf_counter() - start
+def _lower(fn, *args, **jit_kwargs):
+    """Traces ``fn`` for ``args`` (the first step of every compile in :func:`run`)."""
+    return jax.jit(fn, **jit_kwargs).lower(*args)
+
+
+def _compile_all(lowered: list) -> list:
+    """Compiles the lowered programs side by side (XLA compiles each on one thread; JAX lets go
+    of the GIL meanwhile), so a run's first programs cost the longest compile, not the sum."""
+    if len(lowered) == 1:
+        return [lowered[0].compile()]
+    with ThreadPoolExecutor(min(len(lowered), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda program: program.compile(), lowered))
 
 
 def _rows(
@@ -303,45 +313,46 @@ def run(
     data = None if trainer.data is None else distributed.put(trainer.data, replicated)
     batch_mesh = placement.mesh if placement.shard == "batch" else None
 
-    def compile_program(fn, *args, **jit_kwargs):
+    def lower_program(fn, *args, **jit_kwargs):
         with distributed.sharding_batch(batch_mesh):
-            return _timed_compile(fn, *args, **jit_kwargs)
+            return _lower(fn, *args, **jit_kwargs)
 
-    # COMPILE: init, the chunk of updates, evaluation (timed ahead of time, no run yet)
-    init, t_init = compile_program(
-        init_seeds(trainer), keys, in_shardings=replicated, out_shardings=state_shardings
-    )
-    chunks: dict[int, Any] = {}
-    compile_seconds = t_init
+    def lower_chunk(size: int):
+        return lower_program(
+            make_chunk(trainer, size),
+            abstract,
+            data,
+            in_shardings=(state_shardings, replicated),
+            out_shardings=(state_shardings, replicated),
+            donate_argnums=0,
+        )
 
-    def chunk_program(size: int):
-        nonlocal compile_seconds
-        if size not in chunks:
-            chunks[size], seconds = compile_program(
-                make_chunk(trainer, size),
-                abstract,
-                data,
-                in_shardings=(state_shardings, replicated),
-                out_shardings=(state_shardings, replicated),
-                donate_argnums=0,
-            )
-            compile_seconds += seconds
-        return chunks[size]
-
-    chunk_program(sizes[0])
+    # COMPILE init and the chunk of updates (and the shorter last chunk, if there is one) side
+    # by side, ahead of time (no run yet). The final evaluation is traced now, so that a
+    # mistake in it stops the run before training, and compiled after training, where it
+    # delays nothing.
+    start = time.perf_counter()
+    chunk_sizes = list(dict.fromkeys(sizes))  # at most two: see plan_chunks
+    lowered = [
+        lower_program(
+            init_seeds(trainer), keys, in_shardings=replicated, out_shardings=state_shardings
+        ),
+        *map(lower_chunk, chunk_sizes),
+    ]
     evaluate_one = lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
     if trainer.host_evaluate:
         evaluate = lambda states, keys: map_seeds(evaluate_one, states, keys)
     else:
-        evaluate, t_eval = compile_program(
+        evaluate_lowered = lower_program(
             jax.vmap(evaluate_one),
             abstract,
             eval_keys,
             in_shardings=(state_shardings, replicated),
             out_shardings=replicated,
         )
-        compile_seconds += t_eval
-
+    init, *compiled = _compile_all(lowered)
+    chunks = dict(zip(chunk_sizes, compiled, strict=True))
+    compile_seconds = time.perf_counter() - start
     checkpointer = (
         Checkpointer(
             run_dir / "checkpoints", keep=loop.keep_checkpoints, asynchronous=True, clean_up=True
@@ -392,7 +403,7 @@ def run(
             if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
                 break
             first_update, n = starts[c], sizes[c]
-            program = chunk_program(n)
+            program = chunks[n]
             t0 = time.perf_counter()
             states, metrics = program(states, data)
             metrics = jax.block_until_ready(metrics)
@@ -455,6 +466,10 @@ def run(
         return RunResult(run_dir, {})
 
     # EVALUATE the final policy on device, then summarize
+    if not trainer.host_evaluate:
+        start = time.perf_counter()
+        evaluate = evaluate_lowered.compile()
+        compile_seconds += time.perf_counter() - start
     evaluation = jax.tree.map(np.asarray, evaluate(states, eval_keys))
     returns = evaluation["returns"]  # [seeds, episodes]
     summary = {

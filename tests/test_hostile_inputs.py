@@ -46,7 +46,7 @@ def no_compiles():
         raise TrainingStarted
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(seqrl.loop, "_timed_compile", refuse)
+        mp.setattr(seqrl.loop, "_lower", refuse)
         yield
 
 

@@ -47,6 +47,31 @@ def test_cartpole_learns_to_475_and_writes_the_run_directory(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == summary["total_updates"] == 976
     assert rows[-1]["env_steps"] == summary["total_env_steps"]
+    # TensorBoard holds the same numbers: one event per update, at its env step
+    events = tensorboard_scalars(next((run_dir / "tensorboard").glob("events.out.tfevents.*")))
+    assert [step for step, _ in events] == [r["env_steps"] for r in rows]
+    for (_, scalars), row in zip(events, rows, strict=True):
+        assert scalars["train/episodes"] == row["episodes"]
+        assert scalars["train/policy_loss"] == pytest.approx(row["policy_loss"], rel=1e-6)
+        if row["return_mean"] is None:
+            assert "train/return_mean" not in scalars
+
+
+def tensorboard_scalars(path):
+    """``[(step, {tag: value})]`` of an event file, read from its TFRecord framing (8-byte
+    length, 4-byte CRC, the Event proto, 4-byte CRC)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    data, out, i = path.read_bytes(), [], 0
+    while i < len(data):
+        (length,) = struct.unpack("<Q", data[i : i + 8])
+        event = Event.FromString(data[i + 12 : i + 12 + length])
+        i += 12 + length + 4
+        if event.HasField("summary"):
+            out.append((event.step, {v.tag: v.simple_value for v in event.summary.value}))
+    return out
 
 
 def test_seeds_are_a_vmap_axis_equal_to_separate_runs():

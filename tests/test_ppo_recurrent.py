@@ -16,7 +16,7 @@ from seqrl.returns import gae
 LINE = "docs.examples.line_env:Line"
 
 
-@pytest.mark.parametrize("backbone", ["gru", "s5"])
+@pytest.mark.parametrize("backbone", ["mlp", "gru", "s5"])
 def test_bootstrap_values_continue_the_carry_without_reset(backbone):
     conf = cfg.load_config(
         "configs/ppo/cartpole.yaml",
@@ -34,7 +34,7 @@ def test_bootstrap_values_continue_the_carry_without_reset(backbone):
     state = trainer.init(jax.random.PRNGKey(3))
     start_carry = state.carry
     state, traj = jax.jit(collect)(state)
-    adv, _ = jax.jit(advantages)(state, start_carry, traj)
+    adv, _ = jax.jit(advantages)(state, traj)
     assert bool(traj.done.any()), "the rollout must cross an episode boundary"
 
     # reference: step the network one observation at a time, and after each step evaluate the

@@ -466,7 +466,7 @@ def no_compiles(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("compiled although the output directory is unusable")
 
-    monkeypatch.setattr(seqrl.loop, "_timed_compile", refuse)
+    monkeypatch.setattr(seqrl.loop, "_lower", refuse)
 
 
 def _refused_before_compiling(readonly: Path, capsys) -> None:
