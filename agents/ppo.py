@@ -272,11 +272,11 @@ def single_trainer(config: Config) -> Trainer:
         return TaskLearnerState(**vars(state), env_params=task_params)
 
     def act(s: LearnerState, key: jax.Array):
-        """``(carry, action, log_prob, value)`` for ``s.obs``, and the bootstrap value
-        V(s.final_obs) of the previous step (for a recurrent network continued from the same
-        carry without a reset): one call on a doubled batch instead of a second pass over the
-        rollout. The action is drawn for both halves and the second half's dropped (cheaper
-        than slicing every head's distribution)."""
+        """``(carry, action, log_prob, value, prev_next_value)``: the first four for
+        ``s.obs``, the last the bootstrap value V(s.final_obs) of the previous step (for a
+        recurrent network continued from the same carry without a reset): one call on a doubled
+        batch instead of a second pass over the rollout. The action is drawn for both halves
+        and the second half's dropped (cheaper than slicing every head's distribution)."""
         n = s.obs.shape[0]
         obs = jnp.concatenate([s.obs, s.final_obs])[None]
         resets = jnp.concatenate([s.first, jnp.zeros_like(s.first)])[None]

@@ -60,6 +60,8 @@ class TensorBoardSink:
     def write(self, rows: list[dict]) -> None:
         from tensorboardX.proto.summary_pb2 import Summary
 
+        # the writer's own accessor (add_scalar uses it too): tensorboardX has no public call
+        # that writes several scalars as one event
         file_writer = self.writer._get_file_writer()
         for row in rows:
             step = row.get("env_steps", row["update"])

@@ -214,8 +214,6 @@ def _lower(fn, *args, **jit_kwargs):
 def _compile_all(lowered: list) -> list:
     """Compiles the lowered programs side by side (XLA compiles each on one thread; JAX lets go
     of the GIL meanwhile), so a run's first programs cost the longest compile, not the sum."""
-    if len(lowered) == 1:
-        return [lowered[0].compile()]
     with ThreadPoolExecutor(min(len(lowered), os.cpu_count() or 1)) as pool:
         return list(pool.map(lambda program: program.compile(), lowered))
 
