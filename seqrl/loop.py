@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqrl import config as cfg
-from seqrl import distributed
+from seqrl import distributed, runtime
 from seqrl.distributed import DataAxis
 from seqrl.errors import ConfigError, NonFiniteError, UserError
 from seqrl.files import ensure_free_space, ensure_writable_dir, write_json_atomic, write_text_atomic
@@ -207,8 +207,9 @@ def _check_disk_space(run_dir: Path, abstract: Any, trainer: Trainer, config: An
 
 
 def _lower(fn, *args, **jit_kwargs):
-    """Traces ``fn`` for ``args`` (the first step of every compile in :func:`run`)."""
-    return jax.jit(fn, **jit_kwargs).lower(*args)
+    """Traces ``fn`` for ``args`` (the first step of every compile in :func:`run`), with the
+    cheaper random numbers of :func:`seqrl.runtime.lower` where they are safe."""
+    return runtime.lower(fn, *args, **jit_kwargs)
 
 
 def _compile_all(lowered: list) -> list:

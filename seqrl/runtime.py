@@ -1,9 +1,15 @@
-"""Process-wide JAX settings: the persistent compilation cache, version records."""
+"""Process-wide JAX settings: the persistent compilation cache, version records, and
+:func:`lower`, the loop's way to trace a program (with JAX's random numbers made cheaper on CPU
+where that is safe)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 _configured = False
 
@@ -53,3 +59,76 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Threefry on CPU
+# ---------------------------------------------------------------------------------------------
+#
+# JAX lowers its Threefry hash for CPU as a 5-iteration while loop (to keep the program small);
+# on other platforms the 20 rounds are unrolled. The loop costs XLA:CPU a loop with ~16
+# kernels per iteration for every random call, and a PPO rollout step makes five (the policy's
+# sample, the key splits, the env's reset): the unrolled rounds fuse into one kernel. The bits
+# are the same, only the program differs. XLA:CPU's runtime can hang when kernels run next to
+# LAPACK custom calls without the loop in between to order them (seen on a vmapped orthogonal
+# initialization), so :func:`lower` keeps JAX's loop for any program with a custom call other
+# than a sharding annotation.
+
+_ANNOTATIONS = frozenset({"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape"})
+_CUSTOM_CALL = re.compile(r"custom_call @([\w.$-]+)")
+
+
+def _threefry_lowerings() -> tuple[Any, Any, Any] | None:
+    """``(registry, primitive, unrolled rule)``, or None where this JAX has no such internals
+    (then programs keep JAX's own lowering)."""
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random import threefry2x32 as threefry
+
+        registry = mlir._platform_specific_lowerings["cpu"]
+        primitive, rule = threefry.threefry2x32_p, threefry._threefry2x32_lowering_rule
+        registry[primitive].rule  # noqa: B018  (the entry exists and has the expected shape)
+    except (ImportError, AttributeError, KeyError):
+        return None
+    return registry, primitive, rule
+
+
+@contextlib.contextmanager
+def unrolled_threefry() -> Iterator[bool]:
+    """Within the block, programs traced for CPU get the unrolled Threefry lowering; yields
+    whether it is in effect. Not thread-safe: lowerings are global to the process."""
+    found = _threefry_lowerings()
+    if found is None:
+        yield False
+        return
+    registry, primitive, rule = found
+    saved = registry[primitive]
+    registry[primitive] = type(saved)(rule, inline=saved.inline)
+    try:
+        yield True
+    finally:
+        registry[primitive] = saved
+
+
+def custom_calls(lowered: Any) -> set[str]:
+    """The custom-call targets of a lowered program, sharding annotations left out."""
+    return set(_CUSTOM_CALL.findall(lowered.as_text())) - _ANNOTATIONS
+
+
+def lower(fn: Callable, *args: Any, **jit_kwargs: Any) -> Any:
+    """``jax.jit(fn, **jit_kwargs).lower(*args)``, with Threefry unrolled on CPU unless the
+    program makes a custom call (see the note above :func:`unrolled_threefry`)."""
+    import jax
+
+    jitted = jax.jit(fn, **jit_kwargs)
+    if jax.default_backend() != "cpu":
+        return jitted.lower(*args)
+    with unrolled_threefry() as unrolled:
+        lowered = jitted.lower(*args)
+    if not unrolled or not custom_calls(lowered):
+        return lowered
+
+    def again(*a: Any) -> Any:  # a new function: JAX caches lowerings by jaxpr
+        return fn(*a)
+
+    return jax.jit(again, **jit_kwargs).lower(*args)

@@ -1,0 +1,69 @@
+"""seqrl.runtime.lower: Threefry unrolled on CPU gives the same bits, and is left out of
+programs with custom calls."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqrl import config as cfg
+from seqrl import loop, runtime
+from seqrl.agents import ppo
+
+
+def _random_work(key):
+    """Every kind of random call a rollout makes: split, fold_in, uniform, categorical,
+    normal, under vmap too."""
+    a, b, c = jax.random.split(key, 3)
+    keys = jax.random.split(a, 4)
+    draws = jax.vmap(lambda k: jax.random.uniform(k, (3,)))(keys)
+    actions = jax.random.categorical(b, jnp.zeros((5, 7)))
+    return draws, actions, jax.random.normal(jax.random.fold_in(c, 11), (2, 2)), keys
+
+
+def _while_loops(lowered) -> int:
+    return lowered.as_text().count("stablehlo.while")
+
+
+def test_unrolled_threefry_gives_the_same_bits_without_while_loops():
+    key = jax.random.PRNGKey(42)
+    default = jax.jit(lambda k: _random_work(k)).lower(key)
+    unrolled = runtime.lower(lambda k: _random_work(k), key)
+    # JAX's CPU lowering loops over the rounds; the unrolled one has no loop at all
+    assert _while_loops(default) > 0
+    assert _while_loops(unrolled) == 0
+    for x, y in zip(
+        jax.tree.leaves(default.compile()(key)), jax.tree.leaves(unrolled.compile()(key))
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the process-wide lowering is back to JAX's own afterwards
+    assert _while_loops(jax.jit(lambda k: _random_work(k)).lower(key)) > 0
+
+
+def test_programs_with_custom_calls_keep_the_default_lowering():
+    def qr_then_random(key):  # an orthogonal init: LAPACK custom calls next to random draws
+        q, _ = jnp.linalg.qr(jax.random.normal(key, (6, 6)))
+        return q, jax.random.uniform(jax.random.fold_in(key, 1), (3,))
+
+    key = jax.random.PRNGKey(0)
+    lowered = runtime.lower(qr_then_random, key)
+    assert {"lapack_sgeqrf_ffi", "lapack_sorgqr_ffi"} <= runtime.custom_calls(lowered)
+    assert _while_loops(lowered) > 0
+    q, _ = lowered.compile()(key)
+    np.testing.assert_allclose(np.asarray(q.T @ q), np.eye(6), atol=1e-5)
+
+
+def test_ppo_chunk_is_bit_identical_under_the_unrolled_lowering():
+    config = cfg.load_config(
+        "configs/ppo/cartpole.yaml",
+        ["total_timesteps=128", "ppo.num_steps=16", "num_envs=4", "loop.num_chunks=1"],
+    )
+    trainer = ppo.make_trainer(config)
+    keys = loop.seed_keys(3, 1)
+    states = jax.jit(loop.init_seeds(trainer))(keys)
+    chunk = lambda: loop.make_chunk(trainer, 2)  # a fresh function: no cached lowering
+    reference = jax.jit(chunk()).lower(states, None).compile()(states, None)
+    lowered = runtime.lower(chunk(), states, None)
+    assert _while_loops(lowered) < _while_loops(jax.jit(chunk()).lower(states, None))
+    result = lowered.compile()(states, None)
+    for x, y in zip(jax.tree.leaves(reference), jax.tree.leaves(result)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
