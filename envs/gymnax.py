@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import Any
 
 import jax.numpy as jnp
-from gymnax.environments import spaces as gymnax_spaces
 
 from seqrl.envs.core import Environment
 from seqrl.envs.spaces import Box, Discrete, Space
+
+
+def _deferred(name: str) -> None:
+    """Puts a stand-in for module ``name`` in ``sys.modules`` that imports the real one on
+    first attribute access. gymnax imports every environment, and Pong imports seaborn (and
+    with it scipy.stats) at module level for its ``render``: ~1.4 s of every start-up."""
+    if name in sys.modules:
+        return
+
+    class Deferred(types.ModuleType):
+        def __getattr__(self, attr: str) -> Any:
+            if sys.modules.get(name) is self:
+                del sys.modules[name]
+            return getattr(importlib.import_module(name), attr)
+
+    sys.modules[name] = Deferred(name)
+
+
+_deferred("seaborn")
+from gymnax.environments import spaces as gymnax_spaces  # noqa: E402
 
 
 def convert_space(space: Any) -> Space:

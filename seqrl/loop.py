@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -212,11 +213,15 @@ def _lower(fn, *args, **jit_kwargs):
     return runtime.lower(fn, *args, **jit_kwargs)
 
 
-def _compile_all(lowered: list) -> list:
-    """Compiles the lowered programs side by side (XLA compiles each on one thread; JAX lets go
-    of the GIL meanwhile), so a run's first programs cost the longest compile, not the sum."""
-    with ThreadPoolExecutor(min(len(lowered), os.cpu_count() or 1)) as pool:
-        return list(pool.map(lambda program: program.compile(), lowered))
+def _compile_all(lowerings: list[Callable[[], Any]], then: Callable[[], Any]) -> tuple[list, Any]:
+    """Lowers the programs one after another (Python, on this thread) and compiles each in a
+    thread as soon as it is lowered (XLA compiles on one thread and JAX lets go of the GIL), so
+    the longest compile overlaps the later lowerings and the other compiles; ``then()`` runs
+    here while they compile. Returns ``([compiled programs], then())``."""
+    with ThreadPoolExecutor(min(len(lowerings), os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(lower().compile) for lower in lowerings]
+        after = then()
+        return [f.result() for f in futures], after
 
 
 def _rows(
@@ -326,30 +331,35 @@ def run(
             donate_argnums=0,
         )
 
-    # COMPILE init and the chunk of updates (and the shorter last chunk, if there is one) side
-    # by side, ahead of time (no run yet). The final evaluation is traced now, so that a
-    # mistake in it stops the run before training, and compiled after training, where it
-    # delays nothing.
+    # COMPILE the chunk of updates (and the shorter last chunk, if there is one) and init ahead
+    # of time (no run yet), each as soon as it is traced, side by side. The final evaluation is
+    # traced meanwhile, so that a mistake in it stops the run before training, and compiled
+    # after training, where it delays nothing.
     start = time.perf_counter()
     chunk_sizes = list(dict.fromkeys(sizes))  # at most two: see plan_chunks
-    lowered = [
-        lower_program(
-            init_seeds(trainer), keys, in_shardings=replicated, out_shardings=state_shardings
-        ),
-        *map(lower_chunk, chunk_sizes),
-    ]
     evaluate_one = lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
-    if trainer.host_evaluate:
-        evaluate = lambda states, keys: map_seeds(evaluate_one, states, keys)
-    else:
-        evaluate_lowered = lower_program(
+
+    def lower_evaluate():
+        return lower_program(
             jax.vmap(evaluate_one),
             abstract,
             eval_keys,
             in_shardings=(state_shardings, replicated),
             out_shardings=replicated,
         )
-    init, *compiled = _compile_all(lowered)
+
+    # the chunks first: theirs is the longest compile
+    (*compiled, init), evaluate_lowered = _compile_all(
+        [
+            *(partial(lower_chunk, size) for size in chunk_sizes),
+            lambda: lower_program(
+                init_seeds(trainer), keys, in_shardings=replicated, out_shardings=state_shardings
+            ),
+        ],
+        then=(lambda: None) if trainer.host_evaluate else lower_evaluate,
+    )
+    if trainer.host_evaluate:
+        evaluate = lambda states, keys: map_seeds(evaluate_one, states, keys)
     chunks = dict(zip(chunk_sizes, compiled, strict=True))
     compile_seconds = time.perf_counter() - start
     checkpointer = (

@@ -170,3 +170,21 @@ def test_unknown_env_names_closest():
 def test_registry_rejects_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         envs.register("gymnax/CartPole-v1", lambda: None)
+
+
+def test_gymnax_adapter_defers_seaborn_until_used():
+    """gymnax's Pong imports seaborn (and scipy.stats) for rendering: the adapter defers it,
+    and seaborn still works when someone uses it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, seqrl.envs.gymnax as g\n"
+        "assert 'seaborn.relational' not in sys.modules and 'scipy.stats' not in sys.modules\n"
+        "g.GymnaxEnv  # the adapter is usable\n"
+        "import seaborn as sns\n"
+        "assert len(sns.color_palette('cubehelix', 3)) == 3\n"
+        "assert type(sys.modules['seaborn']).__name__ == 'module'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
