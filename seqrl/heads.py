@@ -32,10 +32,14 @@ class Categorical:
     def log_prob(self, action: jax.Array) -> jax.Array:
         # a masked sum, not a gather: its gradient is a select that fuses with the softmax's
         # instead of a scatter (three more kernels per step on CPU); where(), not a one-hot
-        # product, so -inf logits of other actions stay out of it
+        # product, so -inf logits of other actions stay out of it. An action outside
+        # [0, n) has no probability: NaN, which the loop reports, never a silent 0.
         logp = jax.nn.log_softmax(self.logits)
-        chosen = action[..., None].astype(jnp.int32) == jnp.arange(logp.shape[-1])
-        return jnp.sum(jnp.where(chosen, logp, 0.0), axis=-1)
+        n = logp.shape[-1]
+        action = action.astype(jnp.int32)
+        chosen = action[..., None] == jnp.arange(n)
+        log_prob = jnp.sum(jnp.where(chosen, logp, 0.0), axis=-1)
+        return jnp.where((action >= 0) & (action < n), log_prob, jnp.nan)
 
     def entropy(self) -> jax.Array:
         logp = jax.nn.log_softmax(self.logits)

@@ -7,6 +7,7 @@ import pytest
 
 from seqrl.envs.spaces import Box, Discrete
 from seqrl.heads import (
+    Categorical,
     FourierHead,
     autocorrelation,
     bin_centers,
@@ -138,3 +139,15 @@ def test_head_kind_must_fit_the_action_space():
         head_for(Discrete(3), "tanh_gaussian")
     with pytest.raises(ValueError, match="needs discrete actions"):
         head_for(Box.make(-1, 1, (2,)), "categorical")
+
+
+def test_categorical_log_prob_matches_log_softmax_and_rejects_out_of_range_actions():
+    logits = jnp.array([[1.0, 2.0, 3.0], [0.0, -jnp.inf, 1.0]])
+    dist = Categorical(logits)
+    expected = jax.nn.log_softmax(logits)
+    np.testing.assert_allclose(dist.log_prob(jnp.array([2, 0])), [expected[0, 2], expected[1, 0]])
+    # a masked-out action next to the chosen one leaves it finite; the gradient too
+    grad = jax.grad(lambda x: Categorical(x).log_prob(jnp.array([2, 2])).sum())(logits)
+    assert bool(jnp.isfinite(grad).all())
+    # no probability outside [0, n): NaN (the loop stops on it), never a silent 0
+    assert bool(jnp.isnan(dist.log_prob(jnp.array([3, -1]))).all())
