@@ -139,8 +139,9 @@ def make_chunk(trainer: Trainer, num_updates: int):
 
 def init_seeds(trainer: Trainer) -> Callable[[jax.Array], Any]:
     """``init(keys[S]) -> states[S]``, one seed after another (``lax.map``, not ``vmap``):
-    XLA:CPU in jax 0.10.2 hangs at run time on the vmapped init of some recurrent networks
-    (GRU/S5 with d_model 64 and two seeds). Init runs once, so the sequence costs nothing."""
+    XLA:CPU in jax 0.10.2 hangs at run time on the vmapped init of some networks (GRU/S5 with
+    d_model 64 and two seeds): their orthogonal initializers' LAPACK calls running side by side
+    (see :mod:`seqrl.runtime`). Init runs once, so the sequence costs nothing."""
     return lambda keys: jax.lax.map(trainer.init, keys)
 
 
