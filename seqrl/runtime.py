@@ -69,10 +69,11 @@ def versions() -> dict[str, str]:
 # on other platforms the 20 rounds are unrolled. The loop costs XLA:CPU a loop with ~16
 # kernels per iteration for every random call, and a PPO rollout step makes five (the policy's
 # sample, the key splits, the env's reset): the unrolled rounds fuse into one kernel. The bits
-# are the same, only the program differs. XLA:CPU's runtime can hang when kernels run next to
-# LAPACK custom calls without the loop in between to order them (seen on a vmapped orthogonal
-# initialization), so :func:`lower` keeps JAX's loop for any program with a custom call other
-# than a sharding annotation.
+# are the same, only the program differs. XLA:CPU's runtime can hang on programs with LAPACK
+# custom calls (a vmapped orthogonal initialization: with JAX's own lowering, 3 of 4 runs of
+# a two-seed GRU init and 1 of 4 of an S5 init hung; with the QR replaced, none), and the
+# unrolled rounds make it likelier (2 of 3 runs of a two-seed MLP init), so :func:`lower`
+# keeps JAX's loop for any program with a custom call other than a sharding annotation.
 
 _ANNOTATIONS = frozenset({"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape"})
 _CUSTOM_CALL = re.compile(r"custom_call @([\w.$-]+)")
