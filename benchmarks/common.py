@@ -89,6 +89,12 @@ def worker_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="file for the JSON result line")
     parser.add_argument("--workdir", type=Path, required=True, help="scratch folder for the run")
     parser.add_argument("--task", choices=sorted(SOLVE_RETURNS), default="cartpole")
+    parser.add_argument(
+        "--updates-per-chunk",
+        type=int,
+        default=None,
+        help="updates per jitted chunk (a peer that chunks its own loop copies seqrl's plan)",
+    )
     return parser
 
 

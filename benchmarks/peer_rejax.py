@@ -6,10 +6,11 @@ config) or, with ``--task inverted_pendulum``, brax inverted_pendulum on the spr
 Runs in ``.venv-rejax`` (rejax 0.1.3 needs gymnax 0.0.9's five-value ``step``). rejax's own
 ``PPO.train`` runs evaluation rollouts inside its scan; to time it the way seqrl's loop is timed,
 this worker drives rejax's public pieces instead: ``PPO.create``, ``init_state`` and
-``train_iteration`` (one rollout + epochs of SGD), jitted in the same 20 chunks of updates that
-seqrl uses, with the learner state donated and the clock read between chunks. Compile seconds are
-ahead-of-time compiles of init, the chunk and the final evaluation, as in seqrl. The solve clock
-is real time since just before ``PPO.create``.
+``train_iteration`` (one rollout + epochs of SGD), jitted in the same chunks of updates as
+seqrl's loop (``--updates-per-chunk``, from seqrl's plan), with the learner state donated and
+the clock read between chunks. Compile seconds are ahead-of-time compiles of init, the chunk
+and the final evaluation, as in seqrl. The solve clock is real time since just before
+``PPO.create``.
 
 Two things rejax does not do by itself are added from outside, without touching rejax:
 - the learning rate is annealed linearly per update (PureJaxRL's schedule) by passing an optax
@@ -23,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from importlib.metadata import version
 from typing import Any
@@ -71,7 +73,6 @@ TASKS = {
         "eval_episodes": 16,
     },
 }
-NUM_CHUNKS = 20  # seqrl's loop.num_chunks
 
 
 def main() -> None:
@@ -159,7 +160,9 @@ def main() -> None:
         total_timesteps=num_updates * NUM_ENVS * NUM_STEPS,
         agent_kwargs={"activation": h["activation"], "hidden_layer_sizes": h["hidden_sizes"]},
     )
-    updates_per_chunk = math.ceil(num_updates / NUM_CHUNKS)
+    if args.updates_per_chunk is None:
+        sys.exit("peer_rejax: --updates-per-chunk is required (the orchestrator passes seqrl's)")
+    updates_per_chunk = args.updates_per_chunk
     num_chunks = math.ceil(num_updates / updates_per_chunk)
 
     def counters(ts: Any) -> tuple[jax.Array, jax.Array]:
@@ -253,6 +256,7 @@ def main() -> None:
                 "num_envs": algo.num_envs,
                 "num_steps": algo.num_steps,
                 "num_updates": num_updates,
+                "updates_per_chunk": updates_per_chunk,
                 "update_epochs": algo.num_epochs,
                 "num_minibatches": algo.num_minibatches,
                 "lr_first_update": float(learning_rate(jnp.asarray(0))),

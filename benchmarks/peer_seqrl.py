@@ -124,6 +124,7 @@ def main() -> None:
                 "num_envs": config.num_envs,
                 "num_steps": p.num_steps,
                 "num_updates": len(raw),
+                "updates_per_chunk": loop.plan_chunks(len(raw), config.loop.num_chunks)[0],
                 "update_epochs": p.update_epochs,
                 "num_minibatches": p.num_minibatches,
                 "lr_first_update": raw[0]["lr"],

@@ -148,14 +148,15 @@ What each peer runs (budgets: {steps} env steps):
 - **seqrl**: `configs/ppo/brax/inverted_pendulum.yaml` through `seqrl.loop.run`: brax 0.14.2
   inverted_pendulum, spring backend, 32 envs x 64 steps, 4 epochs x 4 minibatches, lr 3e-4
   annealed linearly per update, gamma 0.99, lambda 0.95, clip 0.2, ent 0, vf 0.5, max grad
-  norm 0.5, 64x64 tanh, observations and rewards normalized, 20 jitted chunks,
-  `SEQRL_COMPILE_CACHE=0`.
+  norm 0.5, 64x64 tanh, observations and rewards normalized, `loop.num_chunks: 20` (19
+  jitted chunks: 18 of 13 updates, one of 10), `SEQRL_COMPILE_CACHE=0`.
 - **rejax** 0.1.3 (gymnax 0.0.9, brax 0.14.2, its own venv): `rejax.PPO` on
   `rejax.compat.create("brax/inverted_pendulum", backend="spring")` with the same
   hyperparameters (checked key by key; rejax's `normalize_observations` /
   `normalize_rewards`), learning rate annealed by an optax schedule, `train_iteration` in the
-  same 20 jitted chunks. rejax's own differences stay: separate actor and critic with their own
-  Adam, elementwise gradient clipping, no bootstrapping on the 1000-step time limit.
+  same jitted chunks (`--updates-per-chunk`). rejax's own differences stay: separate actor and
+  critic with their own Adam, elementwise gradient clipping, no bootstrapping on the 1000-step
+  time limit.
 - **SB3** (torch CPU, `torch.set_num_threads(1)`): the same hyperparameters on MuJoCo
   `InvertedPendulum-v5` (32 envs in a `DummyVecEnv`, n_steps 64, batch 512, 4 epochs, lr linear
   from 3e-4, clip 0.2 constant, `VecNormalize` on observations and rewards), MlpPolicy 64x64

@@ -128,6 +128,18 @@ def dumps(obj: Any, indent: int = 0) -> str:
     return json.dumps(obj)
 
 
+def seqrl_updates_per_chunk(task: str, steps: int) -> int:
+    """The updates per jitted chunk of seqrl's loop for ``task`` at ``steps`` env steps (its
+    config's ``loop.num_chunks`` through :func:`seqrl.loop.plan_chunks`): a peer that chunks
+    its own loop (rejax) runs the same chunks."""
+    from benchmarks.peer_seqrl import TASKS
+    from seqrl import config as cfg
+    from seqrl.loop import plan_chunks
+
+    config = cfg.load_config(TASKS[task][0], [f"total_timesteps={steps}"])
+    return plan_chunks(config.num_updates, config.loop.num_chunks)[0]
+
+
 def run_peer(
     peer: str,
     python: Path,
@@ -160,6 +172,8 @@ def run_peer(
         str(scratch),
         "--task",
         task,
+        "--updates-per-chunk",
+        str(seqrl_updates_per_chunk(task, steps)),
     ]
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["SEQRL_COMPILE_CACHE"] = "0"
@@ -357,14 +371,15 @@ What each peer runs:
 - **seqrl**: `configs/ppo/cartpole.yaml` through `seqrl.loop.run` (gymnax 1.0.1 CartPole-v1,
   PureJaxRL's hyperparameters: 4 envs x 128 steps, 976 updates = 499,712 steps, 4 epochs x 4
   minibatches, lr 2.5e-4 annealed linearly per update, gamma 0.99, lambda 0.95, clip 0.2, ent
-  0.01, vf 0.5, max grad norm 0.5, 64x64 tanh), 16 jitted chunks of 61 updates, a checkpoint
-  after every chunk, `SEQRL_COMPILE_CACHE=0` (cold compiles). Then twice more with seqrl's
-  persistent compilation cache in a fresh folder: the first run fills it, the second is the
-  *compile cache warm* row (what every run of a config after its first gets).
+  0.01, vf 0.5, max grad norm 0.5, 64x64 tanh), 8 jitted chunks of 122 updates (the config's
+  `loop.num_chunks: 10`, rounded to equal chunks), a checkpoint after every chunk,
+  `SEQRL_COMPILE_CACHE=0` (cold compiles). Then twice more with seqrl's persistent compilation
+  cache in a fresh folder: the first run fills it, the second is the *compile cache warm* row
+  (what every run of a config after its first gets).
 - **rejax** 0.1.3 (gymnax 0.0.9, its own venv): `rejax.PPO` with the same hyperparameters,
   checked key by key against seqrl's by the script (a mismatch is printed and recorded). rejax
   does not anneal the learning rate itself: an optax schedule equal to PureJaxRL's is passed as
-  `learning_rate`. Its `train_iteration` runs in the same 20 jitted chunks as seqrl's (rejax's own
+  `learning_rate`. Its `train_iteration` runs in the same jitted chunks as seqrl's (rejax's own
   `train` would also run evaluation rollouts inside the scan). Differences that stay, because
   they are rejax's implementation, not its configuration: separate actor and critic networks
   and Adam optimizers (eps 1e-8, default init), elementwise gradient clipping (`optax.clip`, not

@@ -340,7 +340,9 @@ def run(
     chunk_sizes = list(dict.fromkeys(sizes))  # at most two: see plan_chunks
     evaluate_one = lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
 
-    def lower_evaluate():
+    def lower_evaluate():  # None: the trainer evaluates on the host (map_seeds, after training)
+        if trainer.host_evaluate:
+            return None
         return lower_program(
             jax.vmap(evaluate_one),
             abstract,
@@ -357,10 +359,8 @@ def run(
                 init_seeds(trainer), keys, in_shardings=replicated, out_shardings=state_shardings
             ),
         ],
-        then=(lambda: None) if trainer.host_evaluate else lower_evaluate,
+        then=lower_evaluate,
     )
-    if trainer.host_evaluate:
-        evaluate = lambda states, keys: map_seeds(evaluate_one, states, keys)
     chunks = dict(zip(chunk_sizes, compiled, strict=True))
     compile_seconds = time.perf_counter() - start
     checkpointer = (
@@ -476,7 +476,9 @@ def run(
         return RunResult(run_dir, {})
 
     # EVALUATE the final policy on device, then summarize
-    if not trainer.host_evaluate:
+    if evaluate_lowered is None:
+        evaluate = lambda states, keys: map_seeds(evaluate_one, states, keys)
+    else:
         start = time.perf_counter()
         evaluate = evaluate_lowered.compile()
         compile_seconds += time.perf_counter() - start
