@@ -90,8 +90,20 @@ def _update_fn(trainer: Trainer, data: Any) -> Callable[[Any], tuple[Any, dict]]
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     """One key per seed; seed i of a run is independent of how many seeds run beside it."""
+    return run_keys(seed, num_seeds)[0]
+
+
+# a seed's evaluation key: its training key folded with this (evaluation never shares draws)
+_EVAL_FOLD = 1_000_003
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def run_keys(seed: int, num_seeds: int) -> tuple[jax.Array, jax.Array]:
+    """``(training keys, evaluation keys)``, one of each per seed (see :func:`seed_keys`): one
+    small compiled program (the same bits op by op cost a run ~0.1 s more in compiles)."""
     base = jax.random.PRNGKey(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(num_seeds))
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(num_seeds))
+    return keys, jax.vmap(lambda k: jax.random.fold_in(k, _EVAL_FOLD))(keys)
 
 
 # what `nonfinite` checks, in order; its code i + 1 names NONFINITE[i]
@@ -214,13 +226,22 @@ def _lower(fn, *args, **jit_kwargs):
     return runtime.lower(fn, *args, **jit_kwargs)
 
 
-def _compile_all(lowerings: list[Callable[[], Any]], then: Callable[[], Any]) -> tuple[list, Any]:
-    """Lowers the programs one after another (Python, on this thread) and compiles each in a
-    thread as soon as it is lowered (XLA compiles on one thread and JAX lets go of the GIL), so
-    the longest compile overlaps the later lowerings and the other compiles; ``then()`` runs
-    here while they compile. Returns ``([compiled programs], then())``."""
+def _compile(lowered: Any, run_once: bool) -> Any:
+    """A training chunk with XLA's defaults; a program that runs once (init, the final
+    evaluation) with :data:`seqrl.runtime.RUN_ONCE_OPTIONS` (cheaper to compile, same bits)."""
+    return runtime.compile_run_once(lowered) if run_once else lowered.compile()
+
+
+def _compile_all(
+    lowerings: list[tuple[Callable[[], Any], bool]], then: Callable[[], Any]
+) -> tuple[list, Any]:
+    """Lowers the programs (``(lower, run_once)`` pairs) one after another (Python, on this
+    thread) and compiles each in a thread as soon as it is lowered (XLA compiles on one thread
+    and JAX lets go of the GIL), so the longest compile overlaps the later lowerings and the
+    other compiles; ``then()`` runs here while they compile. Returns
+    ``([compiled programs], then())``."""
     with ThreadPoolExecutor(min(len(lowerings), os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(lower().compile) for lower in lowerings]
+        futures = [pool.submit(_compile, lower(), once) for lower, once in lowerings]
         after = then()
         return [f.result() for f in futures], after
 
@@ -270,7 +291,6 @@ def run(
     ``stop_after_chunks`` stops early (after that many chunks in this call) with a checkpoint,
     leaving a run to be resumed.
     """
-    from seqrl.checkpoint import Checkpointer
     from seqrl.logging import JsonlSink, ProgressBar, TensorBoardSink
     from seqrl.plotting import plot_runs
 
@@ -293,8 +313,9 @@ def run(
     placement = distributed.placement(config.devices, config.num_seeds, trainer.data_axis, log)
     if primary:
         prepare_run_dir(run_dir)
-    local_keys = seed_keys(config.seed, config.num_seeds)
-    abstract = jax.eval_shape(jax.vmap(trainer.init), local_keys)  # traces, compiles nothing
+    # traces, compiles nothing (the keys themselves are made while the programs compile)
+    key_shapes = jax.eval_shape(lambda: run_keys(config.seed, config.num_seeds))[0]
+    abstract = jax.eval_shape(jax.vmap(trainer.init), key_shapes)
     if primary:
         _check_disk_space(run_dir, abstract, trainer, config)
     log(f"run directory: {run_dir}")
@@ -311,10 +332,6 @@ def run(
     # PLACE: the seed keys and the dataset replicated, learner states as `placement` says
     replicated = placement.replicated
     state_shardings = placement.states(abstract)
-    keys = distributed.put(local_keys, replicated)
-    eval_keys = distributed.put(
-        jax.vmap(lambda k: jax.random.fold_in(k, 1_000_003))(local_keys), replicated
-    )
     data = None if trainer.data is None else distributed.put(trainer.data, replicated)
     batch_mesh = placement.mesh if placement.shard == "batch" else None
 
@@ -334,8 +351,9 @@ def run(
 
     # COMPILE the chunk of updates (and the shorter last chunk, if there is one) and init ahead
     # of time (no run yet), each as soon as it is traced, side by side. The final evaluation is
-    # traced meanwhile, so that a mistake in it stops the run before training, and compiled
-    # after training, where it delays nothing.
+    # traced while the first chunk trains (on the core training leaves idle, instead of taking
+    # CPU from the compiles), so that a mistake in it stops the run after that chunk, before
+    # its checkpoint; it is compiled after training, where it delays nothing.
     start = time.perf_counter()
     chunk_sizes = list(dict.fromkeys(sizes))  # at most two: see plan_chunks
     evaluate_one = lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
@@ -346,23 +364,38 @@ def run(
         return lower_program(
             jax.vmap(evaluate_one),
             abstract,
-            eval_keys,
+            key_shapes,
             in_shardings=(state_shardings, replicated),
             out_shardings=replicated,
         )
 
+    def prepare():  # on this thread while the programs compile
+        import seqrl.checkpoint  # noqa: F401  (orbax's import alone takes ~0.15 s)
+
+        made = run_keys(config.seed, config.num_seeds)
+        return tuple(distributed.put(k, replicated) for k in made)
+
     # the chunks first: theirs is the longest compile
-    (*compiled, init), evaluate_lowered = _compile_all(
+    (*compiled, init), (keys, eval_keys) = _compile_all(
         [
-            *(partial(lower_chunk, size) for size in chunk_sizes),
-            lambda: lower_program(
-                init_seeds(trainer), keys, in_shardings=replicated, out_shardings=state_shardings
+            *((partial(lower_chunk, size), False) for size in chunk_sizes),
+            (
+                lambda: lower_program(
+                    init_seeds(trainer),
+                    key_shapes,
+                    run_once=True,
+                    in_shardings=replicated,
+                    out_shardings=state_shardings,
+                ),
+                True,
             ),
         ],
-        then=lower_evaluate,
+        then=prepare,
     )
     chunks = dict(zip(chunk_sizes, compiled, strict=True))
     compile_seconds = time.perf_counter() - start
+    from seqrl.checkpoint import Checkpointer
+
     checkpointer = (
         Checkpointer(
             run_dir / "checkpoints", keep=loop.keep_checkpoints, asynchronous=True, clean_up=True
@@ -408,6 +441,8 @@ def run(
         completed=sum(sizes[:start_chunk]) * trainer.steps_per_update,
     )
     chunks_run = 0
+    tracer = ThreadPoolExecutor(1)  # traces the evaluation while the first chunk trains
+    evaluate_lowered = evaluation_traced = None
     try:
         for c in range(start_chunk, num_chunks):
             if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
@@ -415,9 +450,14 @@ def run(
             first_update, n = starts[c], sizes[c]
             program = chunks[n]
             t0 = time.perf_counter()
-            states, metrics = program(states, data)
+            states, metrics = program(states, data)  # dispatched: returns before it ends
+            if evaluation_traced is None:
+                evaluation_traced = tracer.submit(lower_evaluate)
             metrics = jax.block_until_ready(metrics)
             t1 = time.perf_counter()
+            if chunks_run == 0:  # a mistake in the evaluation stops the run here
+                evaluate_lowered = evaluation_traced.result()
+                compile_seconds += time.perf_counter() - t1
             codes = np.asarray(metrics.pop("nonfinite"))  # [seeds, n]
             bad = np.flatnonzero(codes.any(axis=0))
             dt = t1 - t0
@@ -462,6 +502,7 @@ def run(
                     checkpointer.save(done, snapshot, meta)
                 last_saved = done
     finally:
+        tracer.shutdown()
         if checkpointer is not None:
             checkpointer.wait()
         bar.close()
@@ -476,11 +517,13 @@ def run(
         return RunResult(run_dir, {})
 
     # EVALUATE the final policy on device, then summarize
+    if evaluation_traced is None:  # a finished run resumed: no chunk ran in this call
+        evaluate_lowered = lower_evaluate()
     if evaluate_lowered is None:
         evaluate = lambda states, keys: map_seeds(evaluate_one, states, keys)
     else:
         start = time.perf_counter()
-        evaluate = evaluate_lowered.compile()
+        evaluate = _compile(evaluate_lowered, run_once=True)
         compile_seconds += time.perf_counter() - start
     evaluation = jax.tree.map(np.asarray, evaluate(states, eval_keys))
     returns = evaluation["returns"]  # [seeds, episodes]

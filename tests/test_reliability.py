@@ -3,6 +3,7 @@ one-line errors (resume falls back past them); NaN/inf stops training at the upd
 it; nothing is ever unpickled; an unwritable or full output directory is refused before any
 compile."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -375,6 +376,24 @@ def test_nonfinite_stops_at_the_update_and_keeps_the_last_good_checkpoint(
     rows = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["update"] for r in rows] == [1, 2, 3, 4, 5]
     assert not (tmp_path / "run/summary.json").exists()
+
+
+def test_a_broken_evaluation_stops_the_run_after_the_first_chunk(tmp_path, monkeypatch):
+    """The evaluation is traced while the first chunk trains: a mistake in it ends the run
+    there, before any checkpoint or metrics row is written."""
+
+    def broken(s, key, n, det):
+        raise ValueError("the evaluation cannot be traced")
+
+    toy = _toy_agent("loss", bad_from=100)
+    trainer = dataclasses.replace(toy.make_trainer(None), evaluate=broken)
+    agent = types.SimpleNamespace(make_trainer=lambda config: trainer)
+    monkeypatch.setattr(seqrl.loop.cfg, "agent_module", lambda name: agent)
+    config = cfg.load_config(CARTPOLE, ["loop.num_chunks=4", "loop.tensorboard=false"])
+    with pytest.raises(ValueError, match="the evaluation cannot be traced"):
+        run(config, run_dir=tmp_path / "run", **QUIET)
+    assert Checkpointer(tmp_path / "run/checkpoints").steps() == []
+    assert not (tmp_path / "run/metrics.jsonl").exists()
 
 
 def test_diverging_ppo_exits_2_with_one_line(tmp_path, capsys):

@@ -1,6 +1,8 @@
 """seqrl.runtime.lower: Threefry unrolled on CPU gives the same bits, and is left out of
 programs with custom calls."""
 
+import gc
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,3 +69,60 @@ def test_ppo_chunk_is_bit_identical_under_the_unrolled_lowering():
     result = lowered.compile()(states, None)
     for x, y in zip(jax.tree.leaves(reference), jax.tree.leaves(result)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_run_once_options_give_the_same_bits():
+    """Init and the final evaluation compile with RUN_ONCE_OPTIONS: cheaper, and the same
+    results as XLA's defaults (else a run's numbers would depend on a compile setting)."""
+    config = cfg.load_config(
+        "configs/ppo/cartpole.yaml", ["total_timesteps=128", "ppo.num_steps=16", "num_envs=4"]
+    )
+    trainer = ppo.make_trainer(config)
+    keys, eval_keys = loop.run_keys(3, 2)
+    lowered = runtime.lower(loop.init_seeds(trainer), keys, run_once=True)
+    assert _while_loops(lowered) > 0  # run_once: JAX's own lowering, traced once
+    states = lowered.compile()(keys)
+    _assert_same(states, runtime.compile_run_once(lowered)(keys))
+    evaluate = jax.vmap(lambda s, k: trainer.evaluate(s, k, 3, False))
+    lowered = runtime.lower(evaluate, states, eval_keys)
+    _assert_same(
+        lowered.compile()(states, eval_keys),
+        runtime.compile_run_once(lowered)(states, eval_keys),
+    )
+
+
+def _assert_same(a, b):
+    a, b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_run_keys_are_the_op_by_op_derivation():
+    """One compiled program, the same keys as deriving them op by op (runs keep their seeds)."""
+    keys, eval_keys = loop.run_keys(5, 3)
+    base = jax.random.PRNGKey(5)
+    expected = jnp.stack([jax.random.fold_in(base, i) for i in range(3)])
+    np.testing.assert_array_equal(np.asarray(keys), np.asarray(expected))
+    np.testing.assert_array_equal(np.asarray(loop.seed_keys(5, 3)), np.asarray(expected))
+    folded = jnp.stack([jax.random.fold_in(k, 1_000_003) for k in expected])
+    np.testing.assert_array_equal(np.asarray(eval_keys), np.asarray(folded))
+
+
+def test_gc_paused_restores_the_collector():
+    assert gc.isenabled()
+    with runtime.gc_paused():
+        assert not gc.isenabled()
+        with runtime.gc_paused():  # nested (or in another thread): on again after the last
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with runtime.gc_paused():
+            pass
+        assert not gc.isenabled()  # off before: stays off
+    finally:
+        gc.enable()
