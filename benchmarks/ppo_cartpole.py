@@ -334,7 +334,8 @@ def facts(report: dict) -> list[str]:
         r = results.get(peer)
         if r and r["wall_to_475"] and r["compile_seconds"]:
             share = r["compile_seconds"] / r["wall_to_475"]
-            out.append(f"{LABELS[peer]}: compiling is {share:.0%} of its wall-to-475.")
+            after = " (its evaluation's compile, after training, included)" * (peer == "seqrl")
+            out.append(f"{LABELS[peer]}: compile s is {share:.0%} of its wall-to-475{after}.")
     if report["quick"]:
         out.append("Quick mode: tiny budgets to test the plumbing; these ratios mean nothing.")
     missed = [r["name"] for r in report["ratios"] if r["met"] is False]
@@ -391,8 +392,9 @@ What each peer runs:
 
 How it is measured:
 - *compile s*: ahead-of-time compiles of init, one chunk of updates and the final evaluation
-  (seqrl's own `compile_seconds`: tracing, init and chunk compiled side by side, the
-  evaluation compiled after training; the same three programs one after another for rejax);
+  (seqrl's own `compile_seconds`: tracing, init and chunk compiled side by side before
+  training, the evaluation traced while the first chunk trains and compiled after training;
+  the same three programs one after another, all before training, for rejax);
   SB3 compiles nothing.
 - *env steps/s*: env steps trained / seconds inside the training chunks (SB3: inside `learn`).
 - *wall-to-475*: real seconds from the start of training (seqrl: the call of `loop.run`; rejax:
