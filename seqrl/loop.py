@@ -128,21 +128,37 @@ def nonfinite(state: Any, metrics: dict) -> jax.Array:
     return code
 
 
-def make_chunk(trainer: Trainer, num_updates: int):
+def make_chunk(trainer: Trainer, num_updates: int, *, variable: bool = False):
     """``chunk(states[S], data) -> (states, metrics[S, num_updates])``: ``num_updates`` updates
     per seed in one ``lax.scan`` (no per-update branching: a ``lax.cond`` here costs ~50%).
     ``data`` is the trainer's dataset (None for online agents), shared by all seeds.
-    ``metrics["nonfinite"]`` is :func:`nonfinite` after each update."""
+    ``metrics["nonfinite"]`` is :func:`nonfinite` after each update.
 
-    def chunk(states, data):
+    ``variable=True``: ``chunk(states, data, length)`` runs the first ``length`` (a traced
+    ``int32`` <= ``num_updates``) updates in a loop of that many iterations, so one compiled
+    program serves a run's equal chunks and its shorter last one; metrics rows past ``length``
+    are zeros."""
+
+    def chunk(states, data, length=None):
         def per_seed(state):
             step = _update_fn(trainer, data)
 
-            def body(s, _):
+            def update(s):
                 s, metrics = step(s)
                 return s, {**metrics, "nonfinite": nonfinite(s, metrics)}
 
-            return jax.lax.scan(body, state, None, num_updates)
+            if not variable:
+                return jax.lax.scan(lambda s, _: update(s), state, None, num_updates)
+            update = jax.jit(update)  # traced once: for the metrics' shapes, then in the loop
+            shapes = jax.eval_shape(update, state)[1]
+            rows = jax.tree.map(lambda m: jnp.zeros((num_updates, *m.shape), m.dtype), shapes)
+
+            def body(i, carry):
+                s, rows = carry
+                s, metrics = update(s)
+                return s, jax.tree.map(lambda r, m: r.at[i].set(m), rows, metrics)
+
+            return jax.lax.fori_loop(0, length, body, (state, rows))
 
         return jax.vmap(per_seed)(states)
 
@@ -167,9 +183,9 @@ def map_seeds(fn: Callable[[Any, jax.Array], Any], states: Any, keys: jax.Array)
 def plan_chunks(num_updates: int, num_chunks: int) -> list[int]:
     """Chunk sizes summing to ``num_updates``, about ``num_chunks`` of them.
 
-    Equal sizes need one compiled program: prefer a divisor of ``num_updates`` giving between
-    half and twice the requested number of chunks; otherwise equal chunks plus one shorter last
-    chunk (a second program, compiled beside the first before training starts).
+    Prefer a divisor of ``num_updates`` giving between half and twice the requested number of
+    chunks; otherwise equal chunks plus one shorter last chunk (the same compiled program runs
+    it: :func:`make_chunk` with ``variable=True``).
     """
     target = num_updates / num_chunks
     # a divisor d gives k = num_updates // d chunks, itself a divisor: search over k (cheap)
@@ -339,23 +355,28 @@ def run(
         with distributed.sharding_batch(batch_mesh):
             return _lower(fn, *args, **jit_kwargs)
 
-    def lower_chunk(size: int):
+    # one program for every chunk: plan_chunks' equal chunks, and its shorter last one (if
+    # any) through the same program with the number of updates as an argument
+    chunk_size, variable = sizes[0], len(set(sizes)) > 1
+
+    def lower_chunk():
+        length = (jax.ShapeDtypeStruct((), jnp.int32),) if variable else ()
         return lower_program(
-            make_chunk(trainer, size),
+            make_chunk(trainer, chunk_size, variable=variable),
             abstract,
             data,
-            in_shardings=(state_shardings, replicated),
+            *length,
+            in_shardings=(state_shardings, replicated, *(replicated,) * len(length)),
             out_shardings=(state_shardings, replicated),
             donate_argnums=0,
         )
 
-    # COMPILE the chunk of updates (and the shorter last chunk, if there is one) and init ahead
-    # of time (no run yet), each as soon as it is traced, side by side. The final evaluation is
-    # traced while the first chunk trains (on the core training leaves idle, instead of taking
-    # CPU from the compiles), so that a mistake in it stops the run after that chunk, before
-    # its checkpoint; it is compiled after training, where it delays nothing.
+    # COMPILE the chunk of updates and init ahead of time (no run yet), each as soon as it is
+    # traced, side by side. The final evaluation is traced while the first chunk trains (on the
+    # core training leaves idle, instead of taking CPU from the compiles), so that a mistake in
+    # it stops the run after that chunk, before its checkpoint; it is compiled after training,
+    # where it delays nothing.
     start = time.perf_counter()
-    chunk_sizes = list(dict.fromkeys(sizes))  # at most two: see plan_chunks
     evaluate_one = lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
 
     def lower_evaluate():  # None: the trainer evaluates on the host (map_seeds, after training)
@@ -375,10 +396,10 @@ def run(
         made = run_keys(config.seed, config.num_seeds)
         return tuple(distributed.put(k, replicated) for k in made)
 
-    # the chunks first: theirs is the longest compile
-    (*compiled, init), (keys, eval_keys) = _compile_all(
+    # the chunk first: its compile is the longest
+    (program, init), (keys, eval_keys) = _compile_all(
         [
-            *((partial(lower_chunk, size), False) for size in chunk_sizes),
+            (lower_chunk, False),
             (
                 lambda: lower_program(
                     init_seeds(trainer),
@@ -392,7 +413,6 @@ def run(
         ],
         then=prepare,
     )
-    chunks = dict(zip(chunk_sizes, compiled, strict=True))
     compile_seconds = time.perf_counter() - start
     from seqrl.checkpoint import Checkpointer
 
@@ -448,9 +468,9 @@ def run(
             if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
                 break
             first_update, n = starts[c], sizes[c]
-            program = chunks[n]
             t0 = time.perf_counter()
-            states, metrics = program(states, data)  # dispatched: returns before it ends
+            length = (distributed.put(np.int32(n), replicated),) if variable else ()
+            states, metrics = program(states, data, *length)  # dispatched: returns at once
             if evaluation_traced is None:
                 evaluation_traced = tracer.submit(lower_evaluate)
             metrics = jax.block_until_ready(metrics)
@@ -458,7 +478,7 @@ def run(
             if chunks_run == 0:  # a mistake in the evaluation stops the run here
                 evaluate_lowered = evaluation_traced.result()
                 compile_seconds += time.perf_counter() - t1
-            codes = np.asarray(metrics.pop("nonfinite"))  # [seeds, n]
+            codes = np.asarray(metrics.pop("nonfinite"))[:, :n]  # [seeds, n]
             bad = np.flatnonzero(codes.any(axis=0))
             dt = t1 - t0
             rows = _rows(

@@ -5,11 +5,12 @@ import json
 import jax
 import numpy as np
 
+import seqrl.loop
 from seqrl import config as cfg
 from seqrl.agents import ppo
 from seqrl.api import load
 from seqrl.checkpoint import Checkpointer
-from seqrl.loop import run, seed_keys
+from seqrl.loop import make_chunk, plan_chunks, run, seed_keys
 
 CONFIG = [
     "total_timesteps=2048",
@@ -63,3 +64,50 @@ def test_resume_after_a_crash_drops_metrics_past_the_checkpoint(tmp_path):
     run(config, run_dir=tmp_path / "run", resume=True, **QUIET)
     rows = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["update"] for r in rows] == list(range(1, 17))
+
+
+def test_plan_chunks_equal_where_a_divisor_allows_else_a_shorter_last_chunk():
+    assert plan_chunks(976, 10) == [122] * 8  # the CartPole benchmark's plan
+    assert plan_chunks(13, 4) == [4, 4, 4, 1]  # 13 is prime: no divisor gives 2-8 chunks
+    assert plan_chunks(244, 20) == [13] * 18 + [10]
+
+
+def test_variable_chunk_equals_the_scan_chunk():
+    """One program runs any number of updates up to its size, with the same bits as a chunk
+    compiled for that number; metrics rows past it are zeros."""
+    config = cfg.load_config("configs/ppo/cartpole.yaml", [*CONFIG, "num_seeds=1"])
+    trainer = ppo.make_trainer(config)
+    states = jax.jit(jax.vmap(trainer.init))(seed_keys(0, 1))
+    variable = jax.jit(make_chunk(trainer, 3, variable=True))
+    for n in (3, 2):
+        expected = jax.jit(make_chunk(trainer, n))(states, None)
+        got_states, got_metrics = variable(states, None, np.int32(n))
+        _assert_trees_equal(expected[0], got_states)
+        head = {k: m[:, :n] for k, m in got_metrics.items()}
+        _assert_trees_equal(expected[1], head)
+        for m in jax.tree.leaves(got_metrics):
+            assert not np.asarray(m)[:, n:].any()
+
+
+def test_a_shorter_last_chunk_runs_in_the_same_program(tmp_path, monkeypatch):
+    """13 updates in chunks of 4, 4, 4 and 1: one chunk program (plus init and evaluation),
+    and the same parameters as 13 updates in one chunk."""
+    compiled = []
+    compile_ = seqrl.loop._compile
+
+    def counting(lowered, run_once):
+        compiled.append(run_once)
+        return compile_(lowered, run_once)
+
+    monkeypatch.setattr(seqrl.loop, "_compile", counting)
+    overrides = [*CONFIG, "total_timesteps=13312", "num_envs=32", "ppo.num_steps=32"]
+    chunked = cfg.load_config("configs/ppo/cartpole.yaml", [*overrides, "loop.num_chunks=4"])
+    result = run(chunked, run_dir=tmp_path / "chunked", **QUIET)
+    assert compiled.count(False) == 1 and compiled.count(True) == 2  # chunk; init, evaluation
+    assert Checkpointer(tmp_path / "chunked/checkpoints").steps()[-1] == 13
+    rows = (tmp_path / "chunked/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["update"] for r in rows] == list(range(1, 14))
+    whole = cfg.load_config("configs/ppo/cartpole.yaml", [*overrides, "loop.num_chunks=1"])
+    one = run(whole, run_dir=tmp_path / "whole", **QUIET)
+    _assert_trees_equal(load(tmp_path / "whole").state, load(tmp_path / "chunked").state)
+    assert one.summary["final_return_mean"] == result.summary["final_return_mean"]
