@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from seqrl import config as cfg
+from seqrl import runtime
 from seqrl.errors import UserError
 from seqrl.loop import RunResult, run, seed_keys
 from seqrl.runtime import configure_jax
@@ -122,9 +123,11 @@ class Policy:
                 )
             extra["target_return"] = float(target_return)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, seed))(seed_keys(7919, self.num_seeds))
-        fn = jax.jit(
-            jax.vmap(lambda s, k: self.trainer.evaluate(s, k, episodes, deterministic, **extra))
+        evaluate = jax.vmap(
+            lambda s, k: self.trainer.evaluate(s, k, episodes, deterministic, **extra)
         )
+        # a program that runs once: compiled as the loop compiles its final evaluation
+        fn = runtime.compile_run_once(runtime.lower(evaluate, self.state, keys))
         return jax.tree.map(np.asarray, fn(self.state, keys))
 
     @property
