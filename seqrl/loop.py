@@ -262,6 +262,12 @@ def _compile_all(
         return [f.result() for f in futures], after
 
 
+def _ready_at(arrays: Any) -> float:
+    """Waits for ``arrays`` to be computed; returns when that was (``time.perf_counter``)."""
+    jax.block_until_ready(arrays)
+    return time.perf_counter()
+
+
 def _rows(
     metrics: dict, first_update: int, n: int, trainer: Trainer, t0: float, t1: float
 ) -> list[dict]:
@@ -461,8 +467,10 @@ def run(
         completed=sum(sizes[:start_chunk]) * trainer.steps_per_update,
     )
     chunks_run = 0
-    tracer = ThreadPoolExecutor(1)  # traces the evaluation while the first chunk trains
-    evaluate_lowered = evaluation_traced = None
+    # notes when the first chunk ends while this thread traces the evaluation (on this thread:
+    # JAX's context managers, e.g. enable_x64 or default_matmul_precision, are thread-local)
+    waiter = ThreadPoolExecutor(1)
+    evaluate_lowered, evaluation_traced = None, False
     try:
         for c in range(start_chunk, num_chunks):
             if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
@@ -471,13 +479,14 @@ def run(
             t0 = time.perf_counter()
             length = (distributed.put(np.int32(n), replicated),) if variable else ()
             states, metrics = program(states, data, *length)  # dispatched: returns at once
-            if evaluation_traced is None:
-                evaluation_traced = tracer.submit(lower_evaluate)
-            metrics = jax.block_until_ready(metrics)
-            t1 = time.perf_counter()
-            if chunks_run == 0:  # a mistake in the evaluation stops the run here
-                evaluate_lowered = evaluation_traced.result()
-                compile_seconds += time.perf_counter() - t1
+            if not evaluation_traced:  # a mistake in the evaluation stops the run here
+                ended = waiter.submit(_ready_at, metrics)
+                evaluate_lowered, evaluation_traced = lower_evaluate(), True
+                t1 = ended.result()
+                compile_seconds += max(0.0, time.perf_counter() - t1)  # beyond the chunk
+            else:
+                jax.block_until_ready(metrics)
+                t1 = time.perf_counter()
             codes = np.asarray(metrics.pop("nonfinite"))[:, :n]  # [seeds, n]
             bad = np.flatnonzero(codes.any(axis=0))
             dt = t1 - t0
@@ -522,7 +531,7 @@ def run(
                     checkpointer.save(done, snapshot, meta)
                 last_saved = done
     finally:
-        tracer.shutdown()
+        waiter.shutdown()
         if checkpointer is not None:
             checkpointer.wait()
         bar.close()
@@ -537,7 +546,7 @@ def run(
         return RunResult(run_dir, {})
 
     # EVALUATE the final policy on device, then summarize
-    if evaluation_traced is None:  # a finished run resumed: no chunk ran in this call
+    if not evaluation_traced:  # a finished run resumed: no chunk ran in this call
         evaluate_lowered = lower_evaluate()
     if evaluate_lowered is None:
         evaluate = lambda states, keys: map_seeds(evaluate_one, states, keys)

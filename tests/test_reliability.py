@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -394,6 +395,25 @@ def test_a_broken_evaluation_stops_the_run_after_the_first_chunk(tmp_path, monke
         run(config, run_dir=tmp_path / "run", **QUIET)
     assert Checkpointer(tmp_path / "run/checkpoints").steps() == []
     assert not (tmp_path / "run/metrics.jsonl").exists()
+
+
+def test_the_evaluation_is_traced_on_the_callers_thread(tmp_path, monkeypatch):
+    """JAX's context managers (enable_x64, default_matmul_precision, ...) are thread-local: every
+    program of a run is traced on the thread that called run, under the caller's contexts."""
+    threads = []
+
+    def evaluate(s, key, n, det):
+        threads.append(threading.current_thread())
+        return {"returns": jnp.zeros(n)}
+
+    toy = _toy_agent("loss", bad_from=100)
+    trainer = dataclasses.replace(toy.make_trainer(None), evaluate=evaluate)
+    agent = types.SimpleNamespace(make_trainer=lambda config: trainer)
+    monkeypatch.setattr(seqrl.loop.cfg, "agent_module", lambda name: agent)
+    config = cfg.load_config(CARTPOLE, ["loop.num_chunks=4", "loop.tensorboard=false"])
+    result = run(config, run_dir=tmp_path / "run", **QUIET)
+    assert threads and set(threads) == {threading.current_thread()}
+    assert result.summary["final_return_mean"] == 0.0
 
 
 def test_diverging_ppo_exits_2_with_one_line(tmp_path, capsys):
