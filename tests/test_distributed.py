@@ -92,8 +92,13 @@ def _dt_dataset(path: Path) -> Path:
 
 
 CASES = {
-    # 4 seeds on 4 devices: one seed per device
-    "ppo-mlp": (PPO, [*TINY_PPO, "num_seeds=4", "num_envs=4"], "seeds"),
+    # 4 seeds on 4 devices: one seed per device; 7 updates in chunks of 3, 3 and 1 (one
+    # program, its number of updates a replicated argument)
+    "ppo-mlp": (
+        PPO,
+        [*TINY_PPO, "num_seeds=4", "num_envs=4", "total_timesteps=896", "loop.num_chunks=3"],
+        "seeds",
+    ),
     # 1 seed: its 8 envs split over 4 devices, parameters replicated
     "ppo-s5": (PPO, [*TINY_PPO, *S5, "num_seeds=1", "num_envs=8"], "num_envs"),
     # 1 seed: its batch of 8 windows split over 4 devices
