@@ -155,6 +155,21 @@ for _bench in ("ML10", "ML45"):
     register(f"meta/{_bench}", _metaworld_benchmark_factory(_bench))
 
 
+def _probe_factory(probe: str) -> Callable[..., Environment]:
+    def factory(**kwargs):
+        from seqrl.envs.probes import PROBES
+
+        return PROBES[probe](**kwargs)
+
+    return factory
+
+
+# tiny tasks with known best returns, to check what an agent learns (envs/probes.py)
+PROBE_IDS = ("Recall-v0", "MatchCue-v0", "Target-v0")
+for _id in PROBE_IDS:
+    register(f"probe/{_id}", _probe_factory(_id))
+
+
 def names() -> list[str]:
     return sorted(_REGISTRY)
 

@@ -94,6 +94,21 @@ class Placement:
         }
 
 
+def observed_placement(tree: Any) -> dict:
+    """Where the arrays of ``tree`` really are (not where a config asked for them):
+    ``devices``, how many devices hold a part of them; ``leaves``, how many arrays;
+    ``split_leaves``, per axis (a string), how many arrays are cut along it across devices (each
+    device holds only a slice). Replicated arrays count in neither."""
+    devices, split, leaves = set(), {}, jax.tree.leaves(tree)
+    for x in leaves:
+        devices |= set(x.sharding.device_set)
+        shard = x.sharding.shard_shape(x.shape)
+        for axis, (whole, part) in enumerate(zip(x.shape, shard, strict=True)):
+            if part != whole:
+                split[str(axis)] = split.get(str(axis), 0) + 1
+    return {"devices": len(devices), "leaves": len(leaves), "split_leaves": split}
+
+
 def select_devices(devices: str | int) -> list:
     """The devices ``devices: all | N`` names (all processes' devices under jax.distributed)."""
     available = jax.devices()
@@ -285,6 +300,7 @@ __all__ = [
     "initialize",
     "is_primary",
     "leading_axis_specs",
+    "observed_placement",
     "placement",
     "put",
     "replicated_specs",

@@ -575,7 +575,8 @@ def run(
         "seed": config.seed,
         "num_seeds": config.num_seeds,
         "devices": [str(d) for d in placement.mesh.devices.flat],
-        "sharding": placement.describe(),
+        # what the config asked for, and where the learner state really is
+        "sharding": {**placement.describe(), **distributed.observed_placement(states)},
         "versions": versions(),
         "resumed": bool(resume),
     }

@@ -169,17 +169,37 @@ def gc_paused() -> Iterator[None]:
 
 
 # XLA's options for a program that runs once or a few times (an initialization, the final
-# evaluation): XLA's backend optimization level 1 (its default is higher). On CPU this
-# compiles PPO's init in 25-35% less CPU time (CartPole 1.90 -> 1.31 s; GRU, LSTM, S5, S4D,
-# MinAtar alike) and its evaluation in 15-45% less, with bit-identical results in every config
-# checked (tests/test_runtime.py checks PPO's); a training chunk at level 1 runs ~2% slower.
+# evaluation): XLA's backend optimization level 1 (its default is 3). On CPU this compiles
+# PPO's init and evaluation with less CPU time and bit-identical results in every config
+# checked (tests/test_runtime.py checks PPO's; measurements in docs/benchmarks.md).
 RUN_ONCE_OPTIONS = {"xla_backend_optimization_level": 1}
+_LEVEL = "xla_backend_optimization_level"
+
+
+def xla_flag(flags: str, name: str) -> str | None:
+    """The value of ``--name=value`` in an ``XLA_FLAGS`` string (the last one wins), or None."""
+    value = None
+    for flag in flags.split():
+        key, _, rest = flag.lstrip("-").partition("=")
+        if key == name:
+            value = rest
+    return value
+
+
+def with_xla_flag(flags: str, name: str, value: str) -> str:
+    """``flags`` (an ``XLA_FLAGS`` string) with ``--name=value`` replacing any ``--name=...``."""
+    kept = [f for f in flags.split() if f.lstrip("-").partition("=")[0] != name]
+    return " ".join([*kept, f"--{name}={value}"])
 
 
 def compile_run_once(lowered: Any) -> Any:
-    """Compiles ``lowered`` with :data:`RUN_ONCE_OPTIONS` (on CPU; elsewhere as JAX does)."""
+    """Compiles ``lowered`` with :data:`RUN_ONCE_OPTIONS` (on CPU; elsewhere as JAX does). A
+    lower optimization level asked for in ``XLA_FLAGS`` (the test suite's 0) is kept."""
     import jax
 
     if jax.default_backend() != "cpu":
+        return lowered.compile()
+    asked = xla_flag(os.environ.get("XLA_FLAGS", ""), _LEVEL)
+    if asked is not None and asked.isdigit() and int(asked) <= RUN_ONCE_OPTIONS[_LEVEL]:
         return lowered.compile()
     return lowered.compile(compiler_options=RUN_ONCE_OPTIONS)

@@ -25,9 +25,16 @@ from seqrl.cli import main
 from seqrl.data import DatasetMeta, Trajectories, save_dataset
 from seqrl.envs.spaces import Box, Discrete
 from seqrl.loop import run
+from seqrl.runtime import with_xla_flag
 
 ROOT = Path(__file__).resolve().parent.parent
-FOUR_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+FOUR_DEVICES = {  # the suite's own XLA flags (tests/conftest.py) plus 4 forced devices
+    **os.environ,
+    "XLA_FLAGS": with_xla_flag(
+        os.environ.get("XLA_FLAGS", ""), "xla_force_host_platform_device_count", "4"
+    ),
+}
+ONE_DEVICE = {**os.environ}
 PPO = "configs/ppo/cartpole.yaml"
 TINY_PPO = [
     "total_timesteps=1024",
@@ -44,20 +51,34 @@ S5 = [
 ]
 
 # trains `config` with devices=1 and devices=4 in one process that has 4 devices; saves each
-# run's restored learner state and summary
+# run's restored learner state and summary, and how many cross-device reductions its compiled
+# training chunk makes (none unless the data batch is really split over the devices)
 SCRIPT = """
 import json, sys
 import jax, numpy as np
+import seqrl.loop
 from seqrl import config as cfg
 from seqrl.api import load
-from seqrl.loop import run
 source, overrides, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 assert jax.device_count() == 4, jax.devices()
+compile_, chunks = seqrl.loop._compile, []
+def recording(lowered, run_once):
+    compiled = compile_(lowered, run_once)
+    if not run_once:
+        chunks.append(compiled.as_text())
+    return compiled
+seqrl.loop._compile = recording
 for devices in (1, 4):
     config = cfg.load_config(source, [*overrides, f"devices={devices}"])
-    result = run(config, run_dir=f"{out}/devices{devices}", progress=False, log=lambda _: None)
+    result = seqrl.loop.run(
+        config, run_dir=f"{out}/devices{devices}", progress=False, log=lambda _: None
+    )
     state = jax.device_get(load(result.run_dir).state)
     np.savez(f"{out}/state{devices}.npz", *jax.tree.leaves(state))
+    (chunk,) = chunks
+    chunks.clear()
+    with open(f"{out}/chunk{devices}.json", "w") as f:
+        json.dump({"all_reduces": chunk.count(" all-reduce(")}, f)
 """
 
 
@@ -92,22 +113,29 @@ def _dt_dataset(path: Path) -> Path:
 
 
 CASES = {
-    # 4 seeds on 4 devices: one seed per device; 7 updates in chunks of 3, 3 and 1 (one
-    # program, its number of updates a replicated argument)
+    # 4 seeds on 4 devices: one seed per device (every array of the learner state cut along
+    # its seed axis, nothing communicated); 7 updates in chunks of 3, 3 and 1 (one program,
+    # its number of updates a replicated argument)
     "ppo-mlp": (
         PPO,
         [*TINY_PPO, "num_seeds=4", "num_envs=4", "total_timesteps=896", "loop.num_chunks=3"],
         "seeds",
     ),
-    # 1 seed: its 8 envs split over 4 devices, parameters replicated
+    # 1 seed: its 8 envs split over 4 devices (env states, observations and carries cut along
+    # the env axis), parameters replicated, gradients reduced across the devices
     "ppo-s5": (PPO, [*TINY_PPO, *S5, "num_seeds=1", "num_envs=8"], "num_envs"),
-    # 1 seed: its batch of 8 windows split over 4 devices
+    # 1 seed: its batch of 8 windows split over 4 devices inside the update (the learner state
+    # is replicated), gradients reduced across the devices
     "dt": (
         None,
         ["total_updates=8", "loop.num_chunks=1", "loop.tensorboard=false"],
         "dt.batch_size",
     ),
 }
+
+
+def _all_reduces(out: Path, devices: int) -> int:
+    return json.loads((out / f"chunk{devices}.json").read_text())["all_reduces"]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -119,9 +147,20 @@ def test_four_devices_train_what_one_device_trains(case, tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=FOUR_DEVICES, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     one, four = _summary(tmp_path, 1), _summary(tmp_path, 4)
+    leaves = one["sharding"]["leaves"]
     assert one["sharding"]["devices"] == 1 and len(one["devices"]) == 1
-    assert four["sharding"] == {"devices": 4, "sharded": sharded, "processes": 1}
-    assert len(four["devices"]) == 4
+    assert one["sharding"]["split_leaves"] == {} and _all_reduces(tmp_path, 1) == 0
+    # where the arrays of the trained learner state really are
+    placed = four["sharding"]
+    assert placed["devices"] == 4 and placed["sharded"] == sharded and placed["processes"] == 1
+    assert len(four["devices"]) == 4 and placed["leaves"] == leaves
+    if sharded == "seeds":
+        assert placed["split_leaves"] == {"0": leaves} and _all_reduces(tmp_path, 4) == 0
+    elif sharded == "num_envs":
+        assert set(placed["split_leaves"]) == {"1"} and 0 < placed["split_leaves"]["1"] < leaves
+        assert _all_reduces(tmp_path, 4) > 0
+    else:
+        assert placed["split_leaves"] == {} and _all_reduces(tmp_path, 4) > 0
     a, b = _states(tmp_path, 1), _states(tmp_path, 4)
     assert len(a) == len(b) > 0
     for x, y in zip(a, b, strict=True):
@@ -147,7 +186,7 @@ def test_two_processes_on_loopback_train_one_chunk_and_checkpoint(tmp_path):
     port = _free_port()
     cmd = [sys.executable, "-m", "seqrl.cli", "train", PPO, *overrides, "--run-dir", str(run_dir)]
     cmd += ["--no-progress", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = ONE_DEVICE
     procs = [
         subprocess.Popen(
             [*cmd, "--process-id", str(i)],
@@ -164,7 +203,10 @@ def test_two_processes_on_loopback_train_one_chunk_and_checkpoint(tmp_path):
         assert p.returncode == 0, err[-3000:]
     assert "final return" in outputs[0][0] and "final return" not in outputs[1][0]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["sharding"] == {"devices": 2, "sharded": "seeds", "processes": 2}
+    sharding = {k: summary["sharding"][k] for k in ("devices", "sharded", "processes")}
+    assert sharding == {"devices": 2, "sharded": "seeds", "processes": 2}
+    leaves = summary["sharding"]["leaves"]
+    assert summary["sharding"]["split_leaves"] == {"0": leaves}  # one seed per process
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["8"]
     # the same run in this one process
     reference = run(

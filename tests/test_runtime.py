@@ -81,14 +81,25 @@ def test_run_once_options_give_the_same_bits():
     keys, eval_keys = loop.run_keys(3, 2)
     lowered = runtime.lower(loop.init_seeds(trainer), keys, run_once=True)
     assert _while_loops(lowered) > 0  # run_once: JAX's own lowering, traced once
-    states = lowered.compile()(keys)
-    _assert_same(states, runtime.compile_run_once(lowered)(keys))
+    # explicit levels: the suite itself compiles at level 0 (tests/conftest.py)
+    default = {"xla_backend_optimization_level": 3}  # XLA:CPU's default
+    states = lowered.compile(compiler_options=default)(keys)
+    _assert_same(states, lowered.compile(compiler_options=runtime.RUN_ONCE_OPTIONS)(keys))
     evaluate = jax.vmap(lambda s, k: trainer.evaluate(s, k, 3, False))
     lowered = runtime.lower(evaluate, states, eval_keys)
     _assert_same(
-        lowered.compile()(states, eval_keys),
-        runtime.compile_run_once(lowered)(states, eval_keys),
+        lowered.compile(compiler_options=default)(states, eval_keys),
+        lowered.compile(compiler_options=runtime.RUN_ONCE_OPTIONS)(states, eval_keys),
     )
+
+
+def test_xla_flags_are_read_and_replaced_by_name():
+    flags = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=2"
+    assert runtime.xla_flag(flags, "xla_backend_optimization_level") == "2"
+    assert runtime.xla_flag(flags, "xla_cpu_use_thunk_runtime") is None
+    replaced = runtime.with_xla_flag(flags, "xla_backend_optimization_level", "0")
+    assert replaced == "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
+    assert runtime.with_xla_flag("", "a", "1") == "--a=1"
 
 
 def _assert_same(a, b):
