@@ -31,8 +31,8 @@ def _positive_int(name: str, value, low: int = 1) -> int:
 
 
 @struct.dataclass
-class CueParams:
-    max_steps_in_episode: int = 8
+class ProbeParams:
+    length: int = 8  # steps per episode; the last one terminates it (no time limit to cut)
 
 
 @struct.dataclass
@@ -51,8 +51,8 @@ class _Cues(Environment):
         self.memory = memory  # how many past symbols the state keeps
 
     @property
-    def default_params(self) -> CueParams:
-        return CueParams(max_steps_in_episode=self.length)
+    def default_params(self) -> ProbeParams:
+        return ProbeParams(length=self.length)
 
     def _draw(self, key):
         return jax.random.randint(key, (), 0, self.num_symbols, jnp.int32)
@@ -68,7 +68,7 @@ class _Cues(Environment):
     def _advance(self, key, state, params):
         symbols = jnp.concatenate([state.symbols[1:], self._draw(key)[None]])
         state = CueState(symbols, state.time + 1)
-        terminated = state.time >= params.max_steps_in_episode
+        terminated = state.time >= params.length
         return self._obs(state), state, terminated
 
     def observation_space(self, params) -> Box:
@@ -135,7 +135,7 @@ class Target(Environment):
 
     @property
     def default_params(self):
-        return CueParams(max_steps_in_episode=1)
+        return ProbeParams(length=1)
 
     def reset(self, key, params):
         state = TargetState(jax.random.uniform(key, (self.dims,), minval=-0.8, maxval=0.8))
