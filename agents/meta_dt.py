@@ -491,7 +491,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         steps_per_update=d.batch_size,
         unit="samples",
         data=data,
-        parts={"model": model, "world_model": world_model, "meta_agent": agent},
+        parts={"model": model, "world_model": world_model, "meta_agent": agent, "sample": sample},
         host_evaluate=getattr(family, "host", False),
     )
 

@@ -9,7 +9,13 @@ import pytest
 
 from seqrl import config as cfg
 from seqrl.agents import meta_dt
-from seqrl.agents.world_model import Context, WorldModel, WorldModelConfig, context_at
+from seqrl.agents.world_model import (
+    Context,
+    WorldModel,
+    WorldModelConfig,
+    context_at,
+    train_world_model,
+)
 from seqrl.cli import main
 from seqrl.envs import make_raw, make_vec
 from seqrl.envs.meta import PointRobot
@@ -21,8 +27,11 @@ from seqrl.meta_eval import (
     random_episodes,
     reference_returns,
     rollout,
+    rollout_trajectories,
     window_sums,
 )
+
+pytestmark = pytest.mark.xdist_group("meta")  # one worker builds the tiny Meta-DT once
 
 
 def test_splits_are_deterministic_and_disjoint():
@@ -93,8 +102,8 @@ def test_context_never_sees_step_t_or_later():
     model = WorldModel(wmc, 3)
     ctx0 = context_at(obs, act, rew, nxt, jnp.asarray(5), 4)
     batched = jax.tree.map(lambda x: x[None], ctx0)
-    params = model.init(jax.random.PRNGKey(0), batched, obs[:1], act[:1], obs[:1])
-    encode = lambda ctx: model.apply(params, ctx, method=WorldModel.encode)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), batched, obs[:1], act[:1], obs[:1])
+    encode = jax.jit(lambda ctx: model.apply(params, ctx, method=WorldModel.encode))
     for t in (0, 1, 5, 9):
         ctx = context_at(obs, act, rew, nxt, jnp.asarray(t), 4)
         np.testing.assert_array_equal(np.asarray(ctx.mask), (np.arange(t - 4, t) >= 0) * 1.0)
@@ -164,6 +173,7 @@ def test_random_episodes_are_aligned_padded_trajectories():
     )
 
 
+TINY_SCALE = 1000.0  # the DT's default return_scale, which TINY keeps
 TINY = {
     "agent": "meta_dt",
     "env": "meta/PointRobot",
@@ -196,20 +206,139 @@ def tiny_meta_dt():
     }
 
 
-def test_harness_runs_a_tiny_untrained_meta_dt(tiny_meta_dt):
+def _lanes(agent, state):
+    """The acting functions of the tiny Meta-DT on the held-out goals (2 goals x 2 lanes)."""
+    return agent._policy(state, "test", True, None)
+
+
+def test_self_guided_prompt_is_the_planted_max_error_window(tiny_meta_dt):
+    """Held-out episodes with a reward the world model cannot predict planted in steps
+    s..s+2 (a different s per lane): the prompt is exactly that segment, its states
+    normalized, its returns-to-go those of the episode from there, its timesteps s..s+2."""
     trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
-    assert np.isfinite(float(state.wm_loss))
-    assert state.z_table.shape == (12, 20, 16)
-    state, metrics = jax.jit(trainer.update)(state, trainer.data)
-    assert np.isfinite(float(metrics["loss"]))
+    fns = _lanes(trainer.parts["meta_agent"], state)
+    test = tiny_meta_dt["test"]  # 6 episodes (3 per held-out goal): use 4, one per lane
+    starts = np.array([0, 5, 11, 17])  # 17 = the last full window of 20 steps
+    rewards = np.asarray(test.rewards)[:4].copy()
+    for lane, s0 in enumerate(starts):
+        rewards[lane, s0 : s0 + 3] += 100.0
+    obs = np.asarray(test.obs)[:4]
+    final = np.asarray(test.final_obs)[:4]
+    traj = {
+        "obs": jnp.asarray(obs),
+        "actions": jnp.asarray(test.actions)[:4],
+        "rewards": jnp.asarray(rewards),
+        "next_obs": jnp.asarray(np.concatenate([obs[:, 1:], final[:, None]], 1)),
+        "valid": jnp.ones((4, 20)),
+    }
+    prompt = jax.jit(fns["self_guided_prompt"])(traj, jax.random.PRNGKey(0))
+    rows = np.arange(4)[:, None]
+    idx = starts[:, None] + np.arange(3)
+    np.testing.assert_array_equal(np.asarray(prompt.timesteps), idx)
+    mean, std = np.asarray(state.obs_mean), np.asarray(state.obs_std)
+    np.testing.assert_allclose(np.asarray(prompt.obs), (obs[rows, idx] - mean) / std, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(prompt.actions), np.asarray(test.actions)[rows, idx])
+    rtg = np.cumsum(rewards[:, ::-1], axis=1)[:, ::-1] / TINY_SCALE
+    np.testing.assert_allclose(np.asarray(prompt.rtg), rtg[rows, idx], rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(prompt.mask), 1.0)
+
+
+def test_few_shot_is_a_zero_shot_episode_then_its_max_error_prompt(tiny_meta_dt):
+    """PointRobot and the deterministic policy are deterministic, so the protocol can be
+    replayed from its parts: a zero-shot episode per lane, its max-error segment as the prompt,
+    a second episode with it. The harness's few-shot returns are that second episode's, and
+    differ from zero-shot (the prompt is read); the task vector z the agent acted on at the end
+    of its episode is the one training computes for the same history (same context window)."""
+    trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
     agent = trainer.parts["meta_agent"]
-    for mode in ("zero-shot", "few-shot"):
-        out = jax.jit(lambda s, k, m=mode: agent.evaluate(s, k, "test", m, "meta-dt", 2))(
-            state, jax.random.PRNGKey(1)
+    family = agent.family
+    fns = _lanes(agent, state)
+
+    def replay(key):
+        run = lambda prompt: rollout(
+            family, fns["params"], key, fns["act"], fns["observe"], fns["initial_carry"](prompt), 20
         )
-        returns = np.asarray(out["returns"])
-        assert returns.shape == (2, 4)  # 2 test tasks x (2 rounds x 2 envs)
-        assert np.all(np.isfinite(returns)) and np.all(returns < 0)
+        carry, first, zero = run(fns["empty_prompt"]())
+        _, _, few = run(fns["self_guided_prompt"](first, key))
+        return carry["z"], first, zero, few
+
+    z_acted, first, zero, few = jax.jit(replay)(jax.random.PRNGKey(5))
+    harness = jax.jit(lambda s, k: agent.evaluate(s, k, "test", "few-shot", "meta-dt", 2))(
+        state, jax.random.PRNGKey(1)
+    )
+    returns = np.asarray(harness["returns"])  # [2 tasks, 2 rounds x 2 lanes]
+    assert returns.shape == (2, 4)
+    per_lane = np.asarray(few).reshape(2, 2)
+    np.testing.assert_allclose(returns, np.concatenate([per_lane, per_lane], 1), rtol=1e-5)
+    assert np.abs(np.asarray(few) - np.asarray(zero)).max() > 1e-3
+    # z of the last 4 steps (the DT's context) as training sees the same episode
+    episodes = rollout_trajectories(jax.tree.map(np.asarray, first), 20)
+    expected = meta_dt.task_vectors(trainer, state, episodes)[:, -4:]
+    np.testing.assert_allclose(np.asarray(z_acted), np.asarray(expected), atol=1e-5)
+
+
+def test_training_windows_carry_the_z_of_their_steps(tiny_meta_dt):
+    """Each sampled window's task vectors are the frozen encoder's z of that episode at those
+    timesteps (zero on padding), and every prompt comes from the window's own task."""
+    trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
+    data = trainer.data
+    win, z, prompt = jax.jit(lambda k: trainer.parts["sample"](k, data, 32, state))(
+        jax.random.PRNGKey(3)
+    )
+    win, z, prompt = jax.tree.map(np.asarray, (win, z, prompt))
+    obs, table = np.asarray(data.windows.obs), np.asarray(state.z_table)
+    tasks = np.asarray(data.tasks)
+    for b in range(32):
+        real = win.mask[b] > 0
+        t = win.timesteps[b][real]
+        (episode,) = [e for e in range(obs.shape[0]) if np.allclose(obs[e, t], win.obs[b][real])]
+        np.testing.assert_allclose(z[b][real], table[episode, t], atol=1e-6)
+        assert not z[b][~real].any()
+        p_real = prompt.mask[b] > 0
+        if p_real.any():  # the prompt segment's states are a segment of a same-task episode
+            pt = prompt.timesteps[b][p_real]
+            match = lambda e: np.allclose(obs[e, pt], prompt.obs[b][p_real])  # noqa: B023
+            same = [e for e in range(obs.shape[0]) if match(e)]
+            assert same and all(tasks[e] == tasks[episode] for e in same)
+
+
+def test_world_model_learns_and_its_z_tells_tasks_apart():
+    """Random-action PointRobot episodes of 8 goals: rewards -||s' - g|| reveal the goal only
+    through the context. After training, the loss is below half its start and the task
+    vectors vary more between goals than within one (an untrained encoder: ratio about 1)."""
+    family = PointRobot(num_train=6, num_test=2)
+    traj, tasks = _random_multitask_data(family, 8)
+    obs, act, rew = (jnp.asarray(x) for x in (traj.obs, traj.actions, traj.rewards))
+    lengths = jnp.asarray(traj.lengths)
+    nxt = jnp.concatenate([obs[:, 1:], obs[:, :1]], 1).at[:, -1].set(traj.final_obs)
+    wmc = WorldModelConfig(
+        horizon=4,
+        latent_dim=8,
+        gru_dim=32,
+        hidden_dim=32,
+        steps=300,
+        batch_size=64,
+        context_actions=False,
+        context_next_state=True,
+    )
+    model = WorldModel(wmc, 2)
+    episodes = jnp.arange(obs.shape[0])
+
+    def train_and_encode(key):
+        params, losses = train_world_model(model, key, obs, act, rew, nxt, lengths, episodes, wmc)
+
+        def encode(o, a, r, s2):  # z at every step with a full context (t >= h)
+            ctx = jax.vmap(lambda t: context_at(o, a, r, s2, t, 4))(jnp.arange(4, 20))
+            return model.apply(params, ctx, method=WorldModel.encode)
+
+        return losses, jax.vmap(encode)(obs, act, rew, nxt)
+
+    losses, z = jax.tree.map(np.asarray, jax.jit(train_and_encode)(jax.random.PRNGKey(1)))
+    assert losses[-50:].mean() < 0.5 * losses[:10].mean(), (losses[:10], losses[-50:])
+    by_task = z.reshape(8, -1, 8)  # [goals, episodes x steps, latent]
+    between = by_task.mean(1).var(0).mean()
+    within = by_task.var(1).mean()
+    assert between > 1.3 * within, (between, within)
 
 
 def test_config_errors():
