@@ -35,6 +35,7 @@ from seqrl.evaluate import episode_returns
 
 QUALITIES = ("expert", "medium", "mixed")
 MIXED_MEDIUM_FRACTION = 0.7
+MEDIUM_FRACTION = 0.5  # medium: this far from a random policy's return to the latest's
 SELECTION_EPISODES = 16  # deterministic episodes per checkpoint when choosing the medium one
 
 
@@ -245,6 +246,20 @@ def _stack(states: list[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
+def medium_choice(steps: list[int], returns: Any, random: float) -> tuple[int, float]:
+    """``(step, target)``: of the checkpoints before the latest (``steps`` ascending, their
+    ``returns``), the one whose return is closest to ``target``, halfway between ``random`` and
+    the latest's return (the earliest of equally close ones)."""
+    returns = np.asarray(returns, np.float64)
+    target = random + MEDIUM_FRACTION * (float(returns[-1]) - random)
+    return steps[int(np.argmin(np.abs(returns[:-1] - target)))], target
+
+
+def selection_key(seed: int) -> jax.Array:
+    """The key the medium choice evaluates the checkpoints with (``collect(seed=...)``)."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 7)
+
+
 def select_medium(run: Run, key: jax.Array, log: Callable[[str], None]) -> tuple[int, dict]:
     """The kept checkpoint before the latest whose deterministic return is closest to halfway
     between a uniformly random policy and the latest checkpoint; returns (step, the evidence)."""
@@ -276,9 +291,7 @@ def select_medium(run: Run, key: jax.Array, log: Callable[[str], None]) -> tuple
     per_checkpoint, random = jax.jit(returns)(states, key)
     per_checkpoint, random = np.asarray(per_checkpoint), float(random)
     latest = float(per_checkpoint[-1])
-    target = random + 0.5 * (latest - random)
-    candidates = per_checkpoint[:-1]
-    chosen = run.steps[int(np.argmin(np.abs(candidates - target)))]
+    chosen, target = medium_choice(run.steps, per_checkpoint, random)
     log(
         f"medium: checkpoint {chosen} (return {per_checkpoint[run.steps.index(chosen)]:.2f}; "
         f"target {target:.2f}, halfway between random {random:.2f} and the latest, "
@@ -355,7 +368,7 @@ def collect(
     else:
         medium = checkpoint
         if medium is None:
-            medium, selection = select_medium(run, jax.random.fold_in(base_key, 7), log)
+            medium, selection = select_medium(run, selection_key(seed), log)
         if quality == "medium":
             plan = [("medium", medium, episodes)]
         else:

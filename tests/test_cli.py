@@ -5,9 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
+import seqrl
 from seqrl.cli import main
+from seqrl.loop import run_keys
 
 CARTPOLE = "configs/ppo/cartpole.yaml"
 TINY = ["total_timesteps=512", "ppo.num_steps=16", "loop.num_chunks=2", "loop.eval_episodes=2"]
@@ -74,11 +78,11 @@ def test_help_everywhere():
 
 def test_console_script_train_eval_plot_envs(tmp_path):
     """The installed `seqrl` entry point, as a user runs it."""
-    seqrl = [sys.executable, "-m", "seqrl.cli"]
+    cli = [sys.executable, "-m", "seqrl.cli"]
     root = Path(__file__).parent.parent
     run_dir = tmp_path / "run"
     out = subprocess.run(
-        [*seqrl, "train", CARTPOLE, *TINY, "--run-dir", str(run_dir), "--no-progress"],
+        [*cli, "train", CARTPOLE, *TINY, "--run-dir", str(run_dir), "--no-progress"],
         cwd=root,
         capture_output=True,
         text=True,
@@ -89,31 +93,42 @@ def test_console_script_train_eval_plot_envs(tmp_path):
     assert f"plot:    {run_dir / 'curve.png'}" in out.stdout
 
     out = subprocess.run(
-        [*seqrl, "eval", str(run_dir), "--episodes", "3"],
+        [*cli, "eval", str(run_dir), "--episodes", "3"],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["episodes_per_seed"] == 3 and result["return_mean"] > 0
+    assert result["episodes_per_seed"] == 3 and result["update"] == 8  # 512 / (4 x 16) updates
     assert json.loads((run_dir / "eval.json").read_text()) == result
+    # the number is the trained policy's: the checkpoint `seqrl eval` read is the state the run
+    # ended with (it re-evaluates to the run's own final evaluation, episode for episode), and
+    # `seqrl eval` scores it as the Python API does
+    policy = seqrl.load(run_dir)
+    _, eval_keys = run_keys(0, 1)
+    final = jax.jit(lambda s, k: policy.trainer.evaluate(s, k, 2, True))(
+        policy.seed_state(0), eval_keys[0]
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert float(np.mean(final["returns"])) == summary["final_return_mean"]
+    assert result["return_mean"] == float(np.mean(policy.evaluate(3, seed=0)))
 
     plot = tmp_path / "both.png"
     out = subprocess.run(
-        [*seqrl, "plot", str(run_dir), str(run_dir), "-o", str(plot), "--labels", "a", "b"],
+        [*cli, "plot", str(run_dir), str(run_dir), "-o", str(plot), "--labels", "a", "b"],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert out.returncode == 0 and plot.stat().st_size > 1000, out.stderr
 
-    out = subprocess.run([*seqrl, "envs"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([*cli, "envs"], capture_output=True, text=True, timeout=600)
     assert "gymnax/CartPole-v1" in out.stdout.split() and "brax/ant" in out.stdout.split()
 
     # Resuming a finished run is a no-op that re-evaluates; a second `train` into it is refused.
     out = subprocess.run(
-        [*seqrl, "train", CARTPOLE, *TINY, "--run-dir", str(run_dir)],
+        [*cli, "train", CARTPOLE, *TINY, "--run-dir", str(run_dir)],
         cwd=root,
         capture_output=True,
         text=True,

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import h5py
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import seqrl
 from seqrl import config as cfg
 from seqrl.cli import main
-from seqrl.collection import collect, open_run, rollout
+from seqrl.collection import collect, medium_choice, open_run, rollout, selection_key
 from seqrl.data import load_dataset
+from seqrl.envs import make_raw
 from seqrl.loop import run
 
 CARTPOLE = "configs/ppo/cartpole.yaml"
@@ -97,20 +100,57 @@ def test_expert_dataset_round_trips_through_minari(run_dir, tmp_path, monkeypatc
     assert stored["seqrl"]["info"]["quality"] == "expert"
 
 
+def test_medium_rule_by_hand():
+    assert medium_choice([4, 8, 12, 16], [10.0, 30.0, 60.0, 100.0], 20.0) == (12, 60.0)
+    # negative rewards: halfway from a random -1200 to the latest -200 is -700
+    assert medium_choice([1, 2, 3, 4], [-1100.0, -650.0, -300.0, -200.0], -1200.0) == (2, -700.0)
+    assert medium_choice([1, 2, 3], [40.0, 60.0, 100.0], 0.0) == (1, 50.0)  # a tie: the earlier
+    assert medium_choice([1, 2], [500.0, 20.0], 20.0) == (1, 20.0)  # never the latest itself
+
+
+def _random_cartpole_returns(episodes: int = 512) -> np.ndarray:
+    """Uniformly random actions in CartPole, stepped here (not through seqrl's evaluation)."""
+    env = make_raw("gymnax/CartPole-v1")
+    params = env.default_params
+
+    def episode(key):
+        obs, state = env.reset(key, params)
+
+        def step(carry, key):
+            state, alive, total = carry
+            k_act, k_step = jax.random.split(key)
+            action = jax.random.randint(k_act, (), 0, 2)
+            _, state, reward, term, trunc, _ = env.step(k_step, state, action, params)
+            return (state, alive & ~(term | trunc), total + reward * alive), None
+
+        carry = (state, jnp.bool_(True), jnp.float32(0.0))
+        return jax.lax.scan(step, carry, jax.random.split(key, 500))[0][2]
+
+    keys = jax.random.split(jax.random.PRNGKey(11), episodes)
+    return np.asarray(jax.jit(jax.vmap(episode))(keys))
+
+
 def test_medium_and_mixed_choose_checkpoints(run_dir, tmp_path, capsys):
     mixed = collect(run_dir, 10, tmp_path / "mixed-v0", quality="mixed").meta.info
     evidence = mixed["medium_selection"]
-    earlier = {int(s): r for s, r in evidence["checkpoint_returns"].items() if int(s) != 16}
-    closest = min(earlier, key=lambda s: abs(earlier[s] - evidence["target_return"]))
-    target = evidence["random_return"] + 0.5 * (
-        evidence["checkpoint_returns"]["16"] - evidence["random_return"]
-    )
-    assert evidence["target_return"] == pytest.approx(target)
-    assert mixed["checkpoints"] == {"medium": closest, "expert": 16}
+    # the returns behind the choice, recomputed from each checkpoint as seqrl.load restores it
+    steps = [4, 8, 12, 16]
+    policies = [seqrl.load(run_dir, step) for step in steps]
+    trainer = policies[0].trainer
+    evaluate = jax.jit(lambda s: trainer.evaluate(s, selection_key(0), 16, True)["returns"])
+    measured = [float(np.nanmean(evaluate(p.seed_state(0)))) for p in policies]
+    recorded = [evidence["checkpoint_returns"][str(s)] for s in steps]
+    np.testing.assert_allclose(recorded, measured, atol=1e-4)
+    # the random policy's return: close to an independent estimate from 512 episodes
+    random = _random_cartpole_returns()
+    assert abs(evidence["random_return"] - random.mean()) < 4 * random.std() / np.sqrt(16)
+    chosen, target = medium_choice(steps, measured, evidence["random_return"])
+    assert evidence["target_return"] == pytest.approx(target, abs=1e-4)
+    assert mixed["checkpoints"] == {"medium": chosen, "expert": 16}
     assert mixed["episodes_per_checkpoint"] == {"medium": 7, "expert": 3}
     assert mixed["mixture"] == "70% medium + 30% expert"
-    assert _episode_checkpoints(tmp_path / "mixed-v0") == [closest] * 7 + [16] * 3
-    assert f"medium: checkpoint {closest} " in capsys.readouterr().out
+    assert _episode_checkpoints(tmp_path / "mixed-v0") == [chosen] * 7 + [16] * 3
+    assert f"medium: checkpoint {chosen} " in capsys.readouterr().out
 
     # an explicit checkpoint replaces the choice; noise is recorded
     medium = collect(
