@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,12 @@ import seqrl.loop
 from seqrl import config as cfg
 from seqrl.cli import build_parser, main
 
-CONFIGS = {"ppo": "configs/ppo/cartpole.yaml", "dt": "configs/dt/cartpole.yaml"}
+CONFIGS = {
+    "ppo": "configs/ppo/cartpole.yaml",
+    "dt": "configs/dt/cartpole.yaml",
+    "meta_dt": "configs/meta/point_robot/meta_dt.yaml",
+    "prompt_dt": "configs/meta/point_robot/prompt_dt.yaml",
+}
 CASES = 200  # generated cases per test
 SETTINGS = settings(
     max_examples=CASES,
@@ -52,7 +58,16 @@ def no_compiles():
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hostile")
+    """A scratch directory holding two run directories as training leaves them before its
+    first checkpoint (config.yaml, metrics.jsonl): commands pointed at them get past "not a
+    run directory", so only the value under test can be what they refuse."""
+    root = tmp_path_factory.mktemp("hostile")
+    for name, config in (("run-ppo", CONFIGS["ppo"]), ("run-meta", CONFIGS["meta_dt"])):
+        (root / name).mkdir()
+        resolved = yaml.safe_dump(cfg.to_dict(cfg.load_config(config)))
+        (root / name / "config.yaml").write_text(resolved)
+        (root / name / "metrics.jsonl").write_text('{"update": 1, "return_mean": 1.0}\n')
+    return root
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
@@ -62,10 +77,14 @@ def _run(argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def _assert_rejected(argv: list[str]) -> None:
+def _assert_rejected(argv: list[str], names: str | None = None) -> None:
+    """Exit 2, one line, no traceback; ``names``: what the line must name (the bad key,
+    option, flag or path), so that a refusal for some other reason does not pass."""
     code, err = _run(argv)
     assert code == 2 and err.count("\n") == 1 and err.startswith("seqrl: error: "), (argv, err)
     assert "Traceback" not in err
+    if names is not None:
+        assert names in err, (argv, names, err)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +215,11 @@ def invalid_overrides(draw) -> tuple[str, list[str]]:
 @example(("ppo", ["total_timesteps=1e30"]))
 def test_invalid_configs_are_one_line_exit_2(scratch, case):
     agent, overrides = case
-    _assert_rejected(["train", CONFIGS[agent], *overrides, "--run-dir", str(scratch / "run")])
+    key = overrides[-1].split("=", 1)[0]
+    # the line names the key (an unknown one) or its section's known part
+    known = key if key in {k for k, _, _ in FIELDS[agent]} else None
+    argv = ["train", CONFIGS[agent], *overrides, "--run-dir", str(scratch / "run")]
+    _assert_rejected(argv, f"'{known}'" if known else None)
 
 
 @st.composite
@@ -247,12 +270,15 @@ def _options(command: str) -> list[str]:
 
 
 def _base_argv(command: str, scratch: Path) -> list[str]:
-    """A syntactically complete command line (it may still fail later, on files)."""
+    """A complete command line naming a run directory that exists (it still fails later, for
+    want of a checkpoint): every required option is given."""
+    ppo, meta = str(scratch / "run-ppo"), str(scratch / "run-meta")
     return {
         "train": ["train", CONFIGS["ppo"], "--run-dir", str(scratch / "run")],
-        "eval": ["eval", MISSING],
-        "collect": ["collect", MISSING, "--episodes", "1", "-o", str(scratch / "d-v0")],
-        "plot": ["plot", MISSING, "-o", str(scratch / "p.png")],
+        "eval": ["eval", ppo],
+        "collect": ["collect", ppo, "--episodes", "1", "-o", str(scratch / "d-v0")],
+        "plot": ["plot", ppo, "-o", str(scratch / "p.png")],
+        "eval-meta": ["eval-meta", meta, "--mode", "zero-shot"],
         "envs": ["envs"],
     }.get(command, [command, MISSING])
 
@@ -278,7 +304,8 @@ bad_noise = st.one_of(
 
 
 @st.composite
-def bad_command_lines(draw, scratch: Path) -> list[str]:
+def bad_command_lines(draw, scratch: Path) -> tuple[list[str], str | None]:
+    """``(argv, what the error line must name)``."""
     kind = draw(
         st.sampled_from(
             ["flag", "option value", "missing path", "command", "stray argument", "nul"]
@@ -287,7 +314,8 @@ def bad_command_lines(draw, scratch: Path) -> list[str]:
     if kind == "flag":
         command, flag = draw(garbage_flags())
         argv = _base_argv(command, scratch)
-        return argv[:1] + [flag] + argv[1:] if draw(st.booleans()) else argv + [flag]
+        argv = argv[:1] + [flag] + argv[1:] if draw(st.booleans()) else argv + [flag]
+        return argv, flag
     if kind == "option value":
         option, value = draw(
             st.one_of(
@@ -297,18 +325,34 @@ def bad_command_lines(draw, scratch: Path) -> list[str]:
                 st.tuples(st.just(("collect", "--episodes")), bad_counts),
                 st.tuples(st.just(("collect", "--noise")), bad_noise),
                 st.tuples(st.just(("collect", "--max-steps")), bad_counts),
+                st.tuples(st.just(("collect", "--checkpoint")), bad_ints),
+                st.tuples(st.just(("collect", "--seed")), bad_ints),
                 st.tuples(
                     st.just(("collect", "--quality")),
                     words.filter(lambda w: w not in ("expert", "medium", "mixed")),
                 ),
+                st.tuples(
+                    st.just(("eval-meta", "--mode")),
+                    words.filter(lambda w: w not in ("zero-shot", "few-shot")),
+                ),
+                st.tuples(
+                    st.just(("eval-meta", "--split")),
+                    words.filter(lambda w: w not in ("test", "train")),
+                ),
+                st.tuples(
+                    st.just(("eval-meta", "--protocol")),
+                    words.filter(lambda w: w not in ("meta-dt", "prompt-dt")),
+                ),
+                st.tuples(st.just(("eval-meta", "--rounds")), bad_counts),
+                st.tuples(st.just(("eval-meta", "--seed")), bad_ints),
             )
         )
         command, name = option
-        return _base_argv(command, scratch) + [f"{name}={value}"]
+        return _base_argv(command, scratch) + [f"{name}={value}"], f"argument {name}"
     if kind == "missing path":
         leaf = draw(st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True))
         path = f"{MISSING}/{leaf}"
-        return draw(
+        argv = draw(
             st.sampled_from(
                 [
                     ["train", path],
@@ -316,30 +360,33 @@ def bad_command_lines(draw, scratch: Path) -> list[str]:
                     ["train", "--resume", path],
                     ["train", CONFIGS["dt"], f"dataset={path}", "--run-dir", str(scratch / "r")],
                     ["eval", path],
+                    ["eval-meta", path, "--mode", "few-shot"],
                     ["collect", path, "--episodes", "1", "-o", str(scratch / "d-v0")],
                     ["plot", path, "-o", str(scratch / "p.png")],
                 ]
             )
         )
+        return argv, path
     if kind == "command":
         word = draw(
             st.from_regex(r"[A-Za-z0-9][-A-Za-z0-9_]{0,12}", fullmatch=True).filter(
                 lambda w: w not in PARSERS
             )
         )
-        return [word, *draw(st.lists(words, max_size=2))]
+        return [word, *draw(st.lists(words, max_size=2))], f"invalid choice: '{word}'"
     if kind == "stray argument":  # train items after CONFIG must be key=value
         junk = draw(words.filter(lambda w: "=" not in w and not w.startswith("-") and w))
-        return _base_argv("train", scratch) + [junk]
+        return _base_argv("train", scratch) + [junk], None
     argv = _base_argv(draw(st.sampled_from(sorted(PARSERS))), scratch)
     at = draw(st.integers(0, len(argv) - 1))
-    return argv[:at] + [argv[at] + "\x00"] + argv[at + 1 :]
+    return argv[:at] + [argv[at] + "\x00"] + argv[at + 1 :], None
 
 
 @SETTINGS
 @given(data=st.data())
 def test_invalid_command_lines_are_one_line_exit_2(scratch, data):
-    _assert_rejected(data.draw(bad_command_lines(scratch)))
+    argv, names = data.draw(bad_command_lines(scratch))
+    _assert_rejected(argv, names)
 
 
 def test_line_breaks_in_arguments_stay_on_one_line(scratch):
