@@ -156,6 +156,18 @@ class MetaWorldFamily:
         """The Meta-World ``Task`` of global task ``index``."""
         return self._task_list()[index]
 
+    def goal(self, index: int) -> np.ndarray:
+        """Where the hidden goal of global task ``index`` is (x, y, z): what the agent must
+        infer, and what tells two tasks of one kind apart."""
+        env = self._env(index)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                env.reset(seed=0)
+            return np.array(env._target_pos, np.float64)
+        finally:
+            self._release(np.asarray([index]), [env])
+
     def split(self, name: str) -> jax.Array:
         """Global task indices of split ``name`` (``train``, ``test`` or ``all``)."""
         bounds = {
