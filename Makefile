@@ -30,8 +30,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/seqrl train configs/ppo/popgym/stateless_cartpole_s5.yaml
 
+# loadgroup: each test on its own, but a module that builds an expensive fixture once keeps
+# its tests on one worker (pytest.mark.xdist_group); the slowest 15 tests are listed at the end
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile -q
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -186,10 +186,11 @@ def xla_flag(flags: str, name: str) -> str | None:
     return value
 
 
-def with_xla_flag(flags: str, name: str, value: str) -> str:
-    """``flags`` (an ``XLA_FLAGS`` string) with ``--name=value`` replacing any ``--name=...``."""
+def with_xla_flag(flags: str, name: str, value: str | None) -> str:
+    """``flags`` (an ``XLA_FLAGS`` string) with ``--name=value`` replacing any ``--name=...``
+    (``value`` None: without the flag)."""
     kept = [f for f in flags.split() if f.lstrip("-").partition("=")[0] != name]
-    return " ".join([*kept, f"--{name}={value}"])
+    return " ".join(kept if value is None else [*kept, f"--{name}={value}"])
 
 
 def compile_run_once(lowered: Any) -> Any:

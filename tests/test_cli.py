@@ -76,6 +76,7 @@ def test_help_everywhere():
         assert info.value.code == 0
 
 
+@pytest.mark.slow
 def test_console_script_train_eval_plot_envs(tmp_path):
     """The installed `seqrl` entry point, as a user runs it."""
     cli = [sys.executable, "-m", "seqrl.cli"]

@@ -29,6 +29,9 @@ TINY = [
 ]
 
 
+pytestmark = pytest.mark.xdist_group("collect")  # one worker trains the fixture's run
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("collect") / "run"

@@ -138,6 +138,7 @@ def _all_reduces(out: Path, devices: int) -> int:
     return json.loads((out / f"chunk{devices}.json").read_text())["all_reduces"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_four_devices_train_what_one_device_trains(case, tmp_path):
     source, overrides, sharded = CASES[case]
@@ -179,6 +180,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_on_loopback_train_one_chunk_and_checkpoint(tmp_path):
     """Two processes (one CPU device each) share the 2 seeds; process 0 alone writes the run."""
     overrides = [*TINY_PPO, "num_seeds=2", "num_envs=4"]

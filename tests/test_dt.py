@@ -173,6 +173,7 @@ def test_dt_gets_the_return_it_is_asked_for(head):
     assert (dist.coefficients is not None) == (head == "fourier")
 
 
+@pytest.mark.slow
 def test_ppo_collect_dt_end_to_end(tmp_path):
     """A tiny pipeline: PPO run -> `seqrl collect` -> DT trained on the dataset -> evaluated at a
     target return, all through the public API; the DT's dataset checks are enforced."""

@@ -302,6 +302,50 @@ def test_training_windows_carry_the_z_of_their_steps(tiny_meta_dt):
             assert same and all(tasks[e] == tasks[episode] for e in same)
 
 
+def test_the_model_reads_z_at_its_step_and_a_masked_prompt_is_no_prompt(tiny_meta_dt):
+    """z_t enters state token t: changing the task vector of the last step changes the last
+    action and nothing before it (causal); a prompt whose mask is 0 (the warm-up) gives the
+    same actions as no prompt at all, and a real prompt changes them."""
+    trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
+    model = trainer.parts["model"]
+    win, z, prompt = trainer.parts["sample"](jax.random.PRNGKey(4), trainer.data, 8, state)
+    win = win.replace(mask=jnp.ones_like(win.mask))  # every step real
+    prompt = prompt.replace(mask=jnp.ones_like(prompt.mask))
+    act = jax.jit(lambda z, prompt: model.apply(state.params, win, z, prompt).mean)
+    base = np.asarray(act(z, prompt))
+    moved = np.asarray(act(z.at[:, -1].add(1.0), prompt))
+    np.testing.assert_allclose(moved[:, :-1], base[:, :-1], atol=1e-5)
+    assert np.abs(moved[:, -1] - base[:, -1]).min() > 1e-4
+    masked = prompt.replace(mask=jnp.zeros_like(prompt.mask))
+    none = jax.jit(lambda z: model.apply(state.params, win, z, None).mean)(z)
+    np.testing.assert_allclose(np.asarray(act(z, masked)), np.asarray(none), atol=1e-5)
+    assert np.abs(base - np.asarray(none)).max() > 1e-4
+
+
+def test_multitask_datasets_split_by_the_tasks_of_their_episodes(tmp_path):
+    """Training reads the training tasks' episodes only; evaluation's references the held-out
+    ones (tasks 0-3 train, 4-5 test), whatever order the episodes are stored in."""
+    from seqrl.data import DatasetMeta, save_dataset
+
+    family = PointRobot(num_train=4, num_test=2)
+    traj, tasks = _random_multitask_data(family, 2)
+    order = np.random.default_rng(0).permutation(len(tasks))
+    traj = jax.tree.map(lambda x: np.asarray(x)[order], traj)
+    space = family.action_space(family.default_params)
+    info = {"episode_tasks": [int(t) for t in tasks[order]]}
+    meta = DatasetMeta("meta/PointRobot", family.observation_space(None), space, info=info)
+    path = save_dataset(tmp_path / "point-v0", traj, meta)
+    for split, wanted in (("train", {0, 1, 2, 3}), ("test", {4, 5})):
+        got, got_tasks, _ = meta_dt.load_meta_dataset(str(path), family, split)
+        assert set(got_tasks.tolist()) == wanted and len(got_tasks) == 2 * len(wanted)
+        for t in wanted:  # each episode arrives with its own task's rewards
+            rows = np.flatnonzero(got_tasks == t)
+            source = np.flatnonzero(tasks[order] == t)
+            np.testing.assert_array_equal(
+                np.asarray(got.rewards)[rows], np.asarray(traj.rewards)[source]
+            )
+
+
 def test_world_model_learns_and_its_z_tells_tasks_apart():
     """Random-action PointRobot episodes of 8 goals: rewards -||s' - g|| reveal the goal only
     through the context. After training, the loss is below half its start and the task

@@ -145,6 +145,7 @@ def test_scripted_collection_tags_tasks_and_noise_orders_quality(ml1_data):
     assert np.asarray(traj.returns).mean() > np.asarray(medium.returns).mean()
 
 
+@pytest.mark.slow
 def test_meta_dt_trains_on_ml1_and_is_evaluated_on_the_host(ml1_data, tmp_path, capsys):
     run_dir = tmp_path / "run"
     seqrl.train(

@@ -39,22 +39,18 @@ def test_bootstrap_values_continue_the_carry_without_reset(backbone):
 
     # reference: step the network one observation at a time, and after each step evaluate the
     # final observation from the new carry (no reset)
-    carry, expected = start_carry, []
-    for t in range(traj.obs.shape[0]):
+    def step(carry, t):
         carry, _, _ = net.apply(state.params, carry, traj.obs[t][None], traj.first[t][None])
         _, _, v = net.apply(
             state.params, carry, traj.final_obs[t][None], jnp.zeros_like(traj.first[t])[None]
         )
-        expected.append(v[0])
+        return carry, v[0]
+
+    steps = jnp.arange(traj.obs.shape[0])
+    _, expected = jax.jit(lambda c: jax.lax.scan(step, c, steps))(start_carry)
     h = state.hparams
     ref_adv, _ = gae(
-        traj.reward,
-        traj.value,
-        jnp.stack(expected),
-        traj.terminated,
-        traj.done,
-        h.gamma,
-        h.gae_lambda,
+        traj.reward, traj.value, expected, traj.terminated, traj.done, h.gamma, h.gae_lambda
     )
     np.testing.assert_allclose(adv, ref_adv, rtol=1e-4, atol=1e-5)
 
@@ -82,6 +78,7 @@ def test_recurrent_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_two_seeds_of_a_recurrent_network_train(tmp_path):
     """Regression: XLA:CPU (jax 0.10.2) hangs at run time on the vmapped init of a GRU/S5
     network of d_model 64 over two seeds; the loop initializes seeds with lax.map. Run in a

@@ -49,6 +49,9 @@ def _one_error_line(capsys) -> str:
     return err
 
 
+pytestmark = pytest.mark.xdist_group("reliability")  # one worker trains the fixture's run
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run of CONFIG."""

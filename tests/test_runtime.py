@@ -100,6 +100,7 @@ def test_xla_flags_are_read_and_replaced_by_name():
     replaced = runtime.with_xla_flag(flags, "xla_backend_optimization_level", "0")
     assert replaced == "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
     assert runtime.with_xla_flag("", "a", "1") == "--a=1"
+    assert runtime.with_xla_flag(flags, "xla_backend_optimization_level", None) == flags.split()[0]
 
 
 def _assert_same(a, b):
