@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 # pytest workers: compiles are single-threaded, so two workers use both cores
 WORKERS ?= 2
 
-.PHONY: help install demo test lint format bench bench-quick bench-ppo meta-point meta-cheetah-vel meta-ml1-reach clean
+.PHONY: help install demo test mutants lint format bench bench-quick bench-ppo meta-point meta-cheetah-vel meta-ml1-reach clean
 
 help:
 	@echo "make demo       create .venv, install, train S5-PPO on a memory task, print results"
 	@echo "make test       create .venv if needed, install, run the whole test suite"
+	@echo "make mutants    break core behaviours one at a time; the suite must fail on each"
 	@echo "make lint       ruff check + format check"
 	@echo "make bench      every benchmark suite, regenerates docs/benchmarks.md and docs/benchmarks/"
 	@echo "make bench-quick the same suites with smoke-test budgets, into runs/bench/ (a few minutes)"
@@ -34,6 +35,10 @@ demo: $(STAMP)
 # its tests on one worker (pytest.mark.xdist_group); the slowest 15 tests are listed at the end
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -q --durations=15
+
+# deliberate breakages, one at a time (tests/mutants.py; results in docs/testing/); MUTANTS="a b"
+mutants: $(STAMP)
+	$(BIN)/python tests/mutants.py $(MUTANTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -184,6 +184,34 @@ class Batch:
 LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
 
 
+def clipped_loss(dist: Any, value: jax.Array, b: Batch, h: HyperParams):
+    """PPO's loss for the policy ``dist`` and values ``value`` on the minibatch ``b``:
+    ``(total, LOSS_STATS means)`` with
+
+        ratio  = pi(a | s) / pi_old(a | s)
+        policy = -mean min(ratio A, clip(ratio, 1 - eps, 1 + eps) A)          (Schulman et al.)
+        value  = 0.5 mean max((V - R)^2, (V_old + clip(V - V_old, -eps, eps) - R)^2)
+        total  = policy + vf_coef value - ent_coef entropy + the head's own regularizer
+
+    The advantages A arrive normalized (per minibatch, in ``minibatches``). Every per-sample
+    term goes through one stacked mean: one reduction instead of one per term, which matters on
+    CPU where each reduction is a kernel launch of its own."""
+    log_ratio = dist.log_prob(b.action) - b.log_prob
+    ratio = jnp.exp(log_ratio)
+    adv, targets = b.advantage, b.target
+    pg = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - h.clip_eps, 1 + h.clip_eps) * adv)
+    value_clipped = b.value + jnp.clip(value - b.value, -h.clip_eps, h.clip_eps)
+    vf = 0.5 * jnp.maximum((value - targets) ** 2, (value_clipped - targets) ** 2)
+    diagnostics = jax.lax.stop_gradient(
+        jnp.stack([(ratio - 1) - log_ratio, (jnp.abs(ratio - 1) > h.clip_eps)])
+    )
+    terms = jnp.concatenate([jnp.stack([pg, vf, dist.entropy()]), diagnostics.astype(pg.dtype)])
+    means = terms.reshape(len(LOSS_STATS), -1).mean(axis=1)
+    policy_loss, value_loss, entropy = means[0], means[1], means[2]
+    total = policy_loss + h.vf_coef * value_loss - h.ent_coef * entropy + dist.aux_loss()
+    return total, means
+
+
 def hyperparams_from(config: Config) -> HyperParams:
     return HyperParams(
         **{k: jnp.asarray(v, jnp.float32) for k, v in cfg.traced_fields(config.ppo).items()}
@@ -340,26 +368,10 @@ def single_trainer(config: Config) -> Trainer:
         )
 
     def loss_fn(params, h: HyperParams, minibatch: tuple[Any, Batch]):
-        """PPO's clipped loss and its statistics (``LOSS_STATS``, one vector). The advantages
-        arrive normalized (per minibatch, in :func:`minibatches`). Every per-sample term goes
-        through one stacked mean: one reduction instead of one per term, which matters on CPU
-        where each reduction is a kernel launch of its own."""
+        """The minibatch's rollout re-run from the carry it started with, then PPO's loss."""
         carry, b = minibatch
         _, dist, value = network.apply(params, carry, b.obs, b.first)
-        log_ratio = dist.log_prob(b.action) - b.log_prob
-        ratio = jnp.exp(log_ratio)
-        adv, targets = b.advantage, b.target
-        pg = -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - h.clip_eps, 1 + h.clip_eps) * adv)
-        value_clipped = b.value + jnp.clip(value - b.value, -h.clip_eps, h.clip_eps)
-        vf = 0.5 * jnp.maximum((value - targets) ** 2, (value_clipped - targets) ** 2)
-        diagnostics = jax.lax.stop_gradient(
-            jnp.stack([(ratio - 1) - log_ratio, (jnp.abs(ratio - 1) > h.clip_eps)])
-        )
-        terms = jnp.concatenate([jnp.stack([pg, vf, dist.entropy()]), diagnostics.astype(pg.dtype)])
-        means = terms.reshape(len(LOSS_STATS), -1).mean(axis=1)
-        pg_loss, value_loss, entropy = means[0], means[1], means[2]
-        total = pg_loss + h.vf_coef * value_loss - h.ent_coef * entropy + dist.aux_loss()
-        return total, means
+        return clipped_loss(dist, value, b, h)
 
     def minibatches(key, start_carry, batch: Batch):
         """``num_minibatches`` (carry, Batch) pairs split over environments (axis 1 of [T, B]);

@@ -10,6 +10,7 @@ import pytest
 
 from seqrl import config as cfg
 from seqrl.agents import ppo
+from seqrl.heads import Categorical
 from seqrl.loop import run
 
 CARTPOLE = "configs/ppo/cartpole.yaml"
@@ -106,3 +107,35 @@ def test_traced_hyperparameters_vmap_one_compile():
     ]
     moved = np.max(np.stack(moved), axis=0)
     assert moved[0] == 0.0 and moved[1] > 1e-4
+
+
+def test_clipped_loss_by_hand():
+    """Two samples, both taken with probability 0.5 by the acting policy; now 0.8 (advantage
+    +1: ratio 1.6 clipped to 1.2) and 0.2 (advantage -1: ratio 0.4 clipped to 0.8), so the
+    policy loss is mean(-1.2, 0.8) = -0.2. Values 0.5 and -0.1 from old values 0, targets 1 and
+    -1: the first is clipped to 0.2, so 0.5 mean((0.2 - 1)^2, (-0.1 + 1)^2) = 0.3625."""
+    probs = jnp.array([[[0.8, 0.2], [0.8, 0.2]]])
+    dist = Categorical(jnp.log(probs))
+    batch = ppo.Batch(
+        obs=jnp.zeros((1, 2, 1)),
+        first=jnp.zeros((1, 2), bool),
+        action=jnp.array([[0, 1]]),
+        log_prob=jnp.log(jnp.full((1, 2), 0.5)),
+        value=jnp.zeros((1, 2)),
+        advantage=jnp.array([[1.0, -1.0]]),
+        target=jnp.array([[1.0, -1.0]]),
+    )
+    h = ppo.hyperparams_from(cfg.load_config(CARTPOLE))  # clip 0.2, vf 0.5, entropy 0.01
+    total, stats = ppo.clipped_loss(dist, jnp.array([[0.5, -0.1]]), batch, h)
+    entropy = -(0.8 * np.log(0.8) + 0.2 * np.log(0.2))
+    kl = ((1.6 - 1) - np.log(1.6) + (0.4 - 1) - np.log(0.4)) / 2
+    expected = dict(
+        policy_loss=-0.2, value_loss=0.3625, entropy=entropy, approx_kl=kl, clip_fraction=1.0
+    )
+    np.testing.assert_allclose(stats, [expected[k] for k in ppo.LOSS_STATS], rtol=1e-5)
+    np.testing.assert_allclose(total, -0.2 + 0.5 * 0.3625 - 0.01 * entropy, rtol=1e-5)
+    # inside the clip range nothing is clipped: ratios 1.1 and 0.9
+    near = Categorical(jnp.log(jnp.array([[[0.55, 0.45], [0.55, 0.45]]])))
+    _, stats = ppo.clipped_loss(near, jnp.zeros((1, 2)), batch, h)
+    np.testing.assert_allclose(stats[0], -(1.1 * 1 + 0.9 * -1) / 2, rtol=1e-5)
+    assert float(stats[4]) == 0.0
