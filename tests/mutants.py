@@ -401,13 +401,22 @@ def run_one(m: Mutant, full: bool, workers: int, timeout: float) -> dict:
     }
 
 
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        model = names[0].strip() if names else model
+    return f"{os.cpu_count()} cores, {model}"
+
+
 def _report(results: list[dict], args) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = {
         "date": when,
         "command": "python tests/mutants.py" + (" --full" if args.full else ""),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.processor() or ''}",
+        "machine": _machine(),
         "load_average": os.getloadavg(),
         "workers": args.workers,
     }
@@ -416,8 +425,8 @@ def _report(results: list[dict], args) -> None:
     lines = [
         "# Mutation check",
         "",
-        f"`{meta['command']}` ({when}, {meta['machine']}, load average "
-        f"{meta['load_average'][0]:.1f}, {args.workers} pytest workers, compile cache as left "
+        f"`{meta['command']}` ({when}; {meta['machine']}; load average "
+        f"{meta['load_average'][0]:.1f}; {args.workers} pytest workers; compile cache as left "
         "by earlier runs): each breakage applied alone, then the tests that guard it.",
         "",
         f"**{caught} of {len(results)} caught.**",

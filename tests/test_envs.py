@@ -202,3 +202,17 @@ def test_gymnax_adapter_defers_seaborn_until_used():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_vec_env_gives_every_copy_its_own_randomness():
+    """16 copies of probe/MatchCue draw their own symbol at reset and at every step (one key
+    shared by all would show every copy the same symbol)."""
+    venv = envs.VecEnv(envs.make("probe/MatchCue-v0"), 16)
+    params = venv.default_params
+    obs, state = jax.jit(venv.reset)(jax.random.key(0), params)
+    step = jax.jit(venv.step)
+    seen = [np.asarray(obs).argmax(-1)]
+    for t in range(3):
+        obs, state, *_ = step(jax.random.key(t + 1), state, jnp.zeros(16, jnp.int32), params)
+        seen.append(np.asarray(obs).argmax(-1))
+    assert all(0 < s.sum() < 16 for s in seen), seen

@@ -151,3 +151,34 @@ def test_categorical_log_prob_matches_log_softmax_and_rejects_out_of_range_actio
     assert bool(jnp.isfinite(grad).all())
     # no probability outside [0, n): NaN (the loop stops on it), never a silent 0
     assert bool(jnp.isnan(dist.log_prob(jnp.array([3, -1]))).all())
+
+
+def test_gaussian_and_categorical_scores_by_hand():
+    """log N(a; mu, sigma) = -(a - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2 per dimension,
+    entropy log sigma + (1 + log 2 pi) / 2; a categorical's entropy -sum p log p."""
+    from seqrl.heads import DiagGaussian
+
+    dist = DiagGaussian(jnp.array([[0.5, -1.0]]), jnp.log(jnp.array([[2.0, 0.5]])))
+    a = jnp.array([[1.5, -1.0]])
+    expected = (-(1.0**2) / 8 - np.log(2.0)) + (0.0 - np.log(0.5)) - np.log(2 * np.pi)
+    np.testing.assert_allclose(dist.log_prob(a), [expected], rtol=1e-6)
+    np.testing.assert_allclose(dist.entropy(), [np.log(2.0 * 0.5) + 1 + np.log(2 * np.pi)])
+    p = np.array([0.7, 0.2, 0.1])
+    cat = Categorical(jnp.log(jnp.asarray(p)))
+    np.testing.assert_allclose(cat.entropy(), -(p * np.log(p)).sum(), rtol=1e-6)
+    np.testing.assert_allclose(cat.log_prob(jnp.array(1)), np.log(0.2), rtol=1e-6)
+    assert int(cat.mode()) == 0
+
+
+def test_fourier_regularizer_by_hand():
+    """The penalty is regularization * 2 * sum_k 2 pi^2 k^2 |c_k|^2 of the normalized
+    coefficients c = a / a_0 (scale-free: scaling b leaves it unchanged)."""
+    x = jnp.ones((1, 4))
+    head = FourierHead(num_bins=8, num_frequencies=3, regularization=0.5)
+    params = head.init(jax.random.key(12), x)
+    dist = head.apply(params, x)
+    c = np.asarray(dist.coefficients[0])
+    expected = 0.5 * 2 * sum(2 * np.pi**2 * k**2 * abs(c[k]) ** 2 for k in range(4))
+    np.testing.assert_allclose(float(dist.aux_loss()), expected, rtol=1e-5)
+    scaled = jax.tree.map(lambda w: 3.0 * w, params)
+    np.testing.assert_allclose(float(head.apply(scaled, x).aux_loss()), expected, rtol=1e-4)
