@@ -8,13 +8,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from test_collect import TINY  # test_collect's tiny CartPole run: its programs serve both
 
 import seqrl
 from seqrl.cli import main
 from seqrl.loop import run_keys
 
 CARTPOLE = "configs/ppo/cartpole.yaml"
-TINY = ["total_timesteps=512", "ppo.num_steps=16", "loop.num_chunks=2", "loop.eval_episodes=2"]
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_console_script_train_eval_plot_envs(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["episodes_per_seed"] == 3 and result["update"] == 8  # 512 / (4 x 16) updates
+    assert result["episodes_per_seed"] == 3 and result["update"] == 16  # 2048 / (4 x 32)
     assert json.loads((run_dir / "eval.json").read_text()) == result
     # the number is the trained policy's: the checkpoint `seqrl eval` read is the state the run
     # ended with (it re-evaluates to the run's own final evaluation, episode for episode), and

@@ -177,24 +177,18 @@ def test_dt_gets_the_return_it_is_asked_for(head):
 def test_ppo_collect_dt_end_to_end(tmp_path):
     """A tiny pipeline: PPO run -> `seqrl collect` -> DT trained on the dataset -> evaluated at a
     target return, all through the public API; the DT's dataset checks are enforced."""
+    from test_collect import TINY as TINY_PPO  # the same programs as test_collect's run
+
     import seqrl
     from seqrl.errors import ConfigError
     from seqrl.loop import run_keys
 
     quiet = {"progress": False}
     ppo_run = seqrl.train(
-        "configs/ppo/cartpole.yaml",
-        run_dir=tmp_path / "ppo",
-        overrides=[
-            "total_timesteps=4096",
-            "ppo.num_steps=64",
-            "loop.num_chunks=2",
-            "loop.eval_episodes=2",
-        ],
-        **quiet,
+        "configs/ppo/cartpole.yaml", run_dir=tmp_path / "ppo", overrides=TINY_PPO, **quiet
     )
     dataset = tmp_path / "data" / "cartpole-expert-v0"
-    seqrl.collect(ppo_run.run_dir, 12, dataset, log=lambda _: None)
+    seqrl.collect(ppo_run.run_dir, 7, dataset, log=lambda _: None)
     result = seqrl.train(
         TINY,
         run_dir=tmp_path / "dt",
