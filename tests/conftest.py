@@ -1,10 +1,12 @@
 """Test-wide setup. The suite's cost is compiles, so:
 
-- XLA's backend optimization level 0 for this process and every process it starts (the CLI,
-  notebook kernels, multi-device runs): XLA:CPU compiles 20-40% faster and no test's run time
-  is the point (the learning tests are sized so their runs stay short). XLA_FLAGS are part of
-  JAX's compilation cache key, so these programs never serve a user's runs. Set
-  ``SEQRL_TEST_XLA_OPT_LEVEL`` to another level to change it (docs/testing.md).
+- XLA flags for this process and every process it starts (the CLI, notebook kernels,
+  multi-device runs) that make XLA:CPU compile about half as long: backend optimization level
+  0 and the classic (not the MLIR fusion) emitters. No test's run time is the point; the few
+  whose training runs long compile those programs at level 1 (``optimized_training``,
+  ``tests/test_learning.py``). XLA_FLAGS are part of JAX's compilation cache key, so these
+  programs never serve a user's runs. ``SEQRL_TEST_XLA_OPT_LEVEL`` sets another level
+  (docs/testing.md has the measurements).
 - the persistent compilation cache, shared by the workers and the processes they start;
 - the longest tests are handed to the workers first, so none of them starts last.
 """
@@ -16,10 +18,9 @@ import pytest
 
 from seqrl.runtime import configure_jax, with_xla_flag
 
+_flags = with_xla_flag(os.environ.get("XLA_FLAGS", ""), "xla_cpu_use_fusion_emitters", "false")
 os.environ["XLA_FLAGS"] = with_xla_flag(
-    os.environ.get("XLA_FLAGS", ""),
-    "xla_backend_optimization_level",
-    os.environ.get("SEQRL_TEST_XLA_OPT_LEVEL", "0"),
+    _flags, "xla_backend_optimization_level", os.environ.get("SEQRL_TEST_XLA_OPT_LEVEL", "0")
 )
 configure_jax()
 
@@ -27,6 +28,24 @@ configure_jax()
 @pytest.fixture
 def tmp_run(tmp_path):
     return tmp_path / "run"
+
+
+@pytest.fixture
+def optimized_training(monkeypatch):
+    """``seqrl.loop.run``'s training chunks compiled at XLA's level 1, not the suite's 0: for
+    tests that train long enough that faster code pays for its compile (PPO to 475 on CartPole:
+    the chunk runs 976 updates)."""
+    import seqrl.loop
+    from seqrl import runtime
+
+    compile_ = seqrl.loop._compile
+
+    def compile_chunks(lowered, run_once):
+        if run_once:
+            return compile_(lowered, run_once)
+        return lowered.compile(compiler_options=runtime.RUN_ONCE_OPTIONS)
+
+    monkeypatch.setattr(seqrl.loop, "_compile", compile_chunks)
 
 
 # Tests name configs relative to the repository root, wherever pytest is started from.

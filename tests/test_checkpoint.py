@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 import seqrl.loop
 from seqrl import config as cfg
@@ -21,6 +22,7 @@ CONFIG = [
     "wrappers.normalize_obs=true",
 ]
 QUIET = {"progress": False, "log": lambda _: None}
+pytestmark = pytest.mark.xdist_group("checkpoint")  # its runs share programs: one worker
 
 
 def _assert_trees_equal(a, b):

@@ -27,6 +27,8 @@ from seqrl.envs.spaces import Box, Discrete
 from seqrl.loop import run
 from seqrl.runtime import with_xla_flag
 
+pytestmark = pytest.mark.xdist_group("distributed")  # one worker runs the 4-device process
+
 ROOT = Path(__file__).resolve().parent.parent
 FOUR_DEVICES = {  # the suite's own XLA flags (tests/conftest.py) plus 4 forced devices
     **os.environ,
@@ -50,16 +52,17 @@ S5 = [
     "network.hidden_sizes=[16]",
 ]
 
-# trains `config` with devices=1 and devices=4 in one process that has 4 devices; saves each
-# run's restored learner state and summary, and how many cross-device reductions its compiled
-# training chunk makes (none unless the data batch is really split over the devices)
+# trains each case with devices=1 and devices=4 in ONE process that has 4 devices (one start-up
+# for all cases); saves each run's restored learner state and summary, and how many
+# cross-device reductions its compiled training chunk makes (none unless a data batch is
+# really split over the devices)
 SCRIPT = """
 import json, sys
 import jax, numpy as np
 import seqrl.loop
 from seqrl import config as cfg
 from seqrl.api import load
-source, overrides, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+cases, root = json.loads(sys.argv[1]), sys.argv[2]
 assert jax.device_count() == 4, jax.devices()
 compile_, chunks = seqrl.loop._compile, []
 def recording(lowered, run_once):
@@ -68,17 +71,19 @@ def recording(lowered, run_once):
         chunks.append(compiled.as_text())
     return compiled
 seqrl.loop._compile = recording
-for devices in (1, 4):
-    config = cfg.load_config(source, [*overrides, f"devices={devices}"])
-    result = seqrl.loop.run(
-        config, run_dir=f"{out}/devices{devices}", progress=False, log=lambda _: None
-    )
-    state = jax.device_get(load(result.run_dir).state)
-    np.savez(f"{out}/state{devices}.npz", *jax.tree.leaves(state))
-    (chunk,) = chunks
-    chunks.clear()
-    with open(f"{out}/chunk{devices}.json", "w") as f:
-        json.dump({"all_reduces": chunk.count(" all-reduce(")}, f)
+for name, (source, overrides) in cases.items():
+    out = f"{root}/{name}"
+    for devices in (1, 4):
+        config = cfg.load_config(source, [*overrides, f"devices={devices}"])
+        result = seqrl.loop.run(
+            config, run_dir=f"{out}/devices{devices}", progress=False, log=lambda _: None
+        )
+        state = jax.device_get(load(result.run_dir).state)
+        np.savez(f"{out}/state{devices}.npz", *jax.tree.leaves(state))
+        (chunk,) = chunks
+        chunks.clear()
+        with open(f"{out}/chunk{devices}.json", "w") as f:
+            json.dump({"all_reduces": chunk.count(" all-reduce(")}, f)
 """
 
 
@@ -128,10 +133,25 @@ CASES = {
     # is replicated), gradients reduced across the devices
     "dt": (
         None,
-        ["total_updates=8", "loop.num_chunks=1", "loop.tensorboard=false"],
+        ["total_updates=8", "dt.num_layers=1", "loop.num_chunks=1", "loop.tensorboard=false"],
         "dt.batch_size",
     ),
 }
+
+
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory) -> Path:
+    """Every case trained on 1 and on 4 devices, in one subprocess with 4 forced devices."""
+    root = tmp_path_factory.mktemp("devices")
+    dt_source = {**DT_TINY, "dataset": str(_dt_dataset(root / "data" / "tiny-v0"))}
+    cases = {
+        name: (dt_source if source is None else source, overrides)
+        for name, (source, overrides, _) in CASES.items()
+    }
+    cmd = [sys.executable, "-c", SCRIPT, json.dumps(cases), str(root)]
+    done = subprocess.run(cmd, cwd=ROOT, env=FOUR_DEVICES, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
 
 
 def _all_reduces(out: Path, devices: int) -> int:
@@ -140,13 +160,9 @@ def _all_reduces(out: Path, devices: int) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
-def test_four_devices_train_what_one_device_trains(case, tmp_path):
-    source, overrides, sharded = CASES[case]
-    if source is None:
-        source = {**DT_TINY, "dataset": str(_dt_dataset(tmp_path / "data" / "tiny-v0"))}
-    cmd = [sys.executable, "-c", SCRIPT, json.dumps(source), json.dumps(overrides), str(tmp_path)]
-    done = subprocess.run(cmd, cwd=ROOT, env=FOUR_DEVICES, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_four_devices_train_what_one_device_trains(case, four_devices):
+    sharded = CASES[case][2]
+    tmp_path = four_devices / case
     one, four = _summary(tmp_path, 1), _summary(tmp_path, 4)
     leaves = one["sharding"]["leaves"]
     assert one["sharding"]["devices"] == 1 and len(one["devices"]) == 1

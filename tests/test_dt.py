@@ -54,21 +54,22 @@ def test_window_at_episode_start_middle_and_end():
     n = 2
     length = int(traj.lengths[n])
     rtg = np.cumsum(traj.rewards[n, :length][::-1])[::-1] / 100.0
+    window = jax.jit(dt.sample_window, static_argnums=3)
     # from the first step: a full window when the episode is long enough
-    w = dt.sample_window(data, jnp.int32(n), jnp.int32(0), 5)
+    w = window(data, jnp.int32(n), jnp.int32(0), 5)
     steps = min(5, length)
     np.testing.assert_array_equal(w.mask, [0] * (5 - steps) + [1] * steps)
     np.testing.assert_array_equal(w.timesteps[5 - steps :], np.arange(steps))
     np.testing.assert_allclose(w.rtg[5 - steps :], rtg[:steps], rtol=1e-6)
     # two steps before the end: two real steps, left-padded with zeros
-    w = dt.sample_window(data, jnp.int32(n), jnp.int32(length - 2), 5)
+    w = window(data, jnp.int32(n), jnp.int32(length - 2), 5)
     np.testing.assert_array_equal(w.mask, [0, 0, 0, 1, 1])
     np.testing.assert_array_equal(w.timesteps, [0, 0, 0, length - 2, length - 1])
     np.testing.assert_array_equal(w.actions[3:], traj.actions[n, length - 2 : length])
     assert float(jnp.abs(w.obs[:3]).max()) == 0.0 and float(jnp.abs(w.rtg[:3]).max()) == 0.0
     # sampled batches: real steps are contiguous at the right end, consecutive in time, and
     # never past the longest episode
-    batch = dt.sample_batch(jax.random.key(0), data, 256, 5)
+    batch = jax.jit(dt.sample_batch, static_argnums=(2, 3))(jax.random.key(0), data, 256, 5)
     mask, t = np.asarray(batch.mask), np.asarray(batch.timesteps)
     assert np.all(np.diff(mask, axis=1) >= 0) and np.all(mask[:, -1] == 1)
     assert np.all((np.diff(t, axis=1) == 1) | (mask[:, :-1] == 0))

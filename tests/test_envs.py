@@ -40,16 +40,18 @@ def test_contract_shapes_and_dtypes(name):
     params = env.default_params
     obs_space = env.observation_space(params)
     act_space = env.action_space(params)
-    key = jax.random.key(0)
-    obs, state = jax.eval_shape(env.reset, key, params)
+
+    def reset_and_step(key):  # traced once, never run
+        obs, state = env.reset(key, params)
+        action = act_space.sample(key)
+        return obs, action, env.step(key, state, action, params)
+
+    obs, action, stepped = jax.eval_shape(reset_and_step, jax.random.key(0))
     assert obs.shape == obs_space.shape and obs.dtype == jnp.float32
-    action = jax.eval_shape(act_space.sample, key)
     assert action.shape == act_space.shape
     if isinstance(act_space, envs.Discrete):
         assert action.dtype == jnp.int32 and act_space.n >= 1
-    obs2, _, reward, terminated, truncated, info = jax.eval_shape(
-        env.step, key, state, action, params
-    )
+    obs2, _, reward, terminated, truncated, info = stepped
     assert obs2.shape == obs.shape and obs2.dtype == jnp.float32
     assert reward.shape == () and reward.dtype == jnp.float32
     assert terminated.shape == () and terminated.dtype == jnp.bool_

@@ -25,7 +25,7 @@ def test_example_env_follows_the_protocol():
     np.testing.assert_allclose(float(info["episode_return"]), -4.5, atol=1e-4)
 
 
-def test_ppo_solves_the_example_env(tmp_path):
+def test_ppo_solves_the_example_env(tmp_path, optimized_training):
     result = seqrl.train(
         "configs/ppo/cartpole.yaml",
         run_dir=tmp_path / "run",

@@ -26,17 +26,22 @@ def _random_c(key, batch=5, n=9):
 
 
 def test_density_is_nonnegative_integrates_to_one_and_matches_the_modulus_form():
-    b, c = _random_c(jax.random.key(0))
-    x = jnp.linspace(-1, 1, 20001)
-    p = fourier_density(c, jnp.broadcast_to(x, (5, x.size)))
+    x = np.linspace(-1, 1, 20001)
+
+    @jax.jit
+    def density():
+        b, c = _random_c(jax.random.key(0))
+        return b, fourier_density(c, jnp.broadcast_to(jnp.asarray(x, jnp.float32), (5, x.size)))
+
+    b, p = (np.asarray(v) for v in density())
     assert float(p.min()) >= -1e-6
     # trapezoid in float64: spectrally accurate for a smooth periodic density
-    integral = np.trapezoid(np.asarray(p, np.float64), np.asarray(x, np.float64), axis=-1)
+    integral = np.trapezoid(np.asarray(p, np.float64), x, axis=-1)
     np.testing.assert_allclose(integral, 1.0, atol=1e-6)
-    j = jnp.arange(b.shape[-1])
-    modulus = jnp.abs(jnp.sum(b[:, None, :] * jnp.exp(1j * jnp.pi * j * x[::500, None]), -1)) ** 2
+    j = np.arange(b.shape[-1])
+    modulus = np.abs(np.sum(b[:, None, :] * np.exp(1j * np.pi * j * x[::500, None]), -1)) ** 2
     np.testing.assert_allclose(
-        p[:, ::500], modulus / (2 * jnp.sum(jnp.abs(b) ** 2, -1, keepdims=True)), atol=1e-4
+        p[:, ::500], modulus / (2 * np.sum(np.abs(b) ** 2, -1, keepdims=True)), atol=1e-4
     )
 
 
@@ -49,63 +54,88 @@ def test_autocorrelation_by_hand():
 
 
 def test_cdf_endpoints_derivative_and_inverse_sampling():
-    _, c = _random_c(jax.random.key(1))
-    ends = fourier_cdf(c, jnp.broadcast_to(jnp.array([-1.0, 1.0]), (5, 2)))
+    edges = np.linspace(-1, 1, 9)
+
+    @jax.jit
+    def cdf_checks():
+        _, c = _random_c(jax.random.key(1))
+        ends = fourier_cdf(c, jnp.broadcast_to(jnp.array([-1.0, 1.0]), (5, 2)))
+        x = jnp.broadcast_to(jnp.linspace(-0.95, 0.95, 39), (5, 39))
+        h = 1e-3
+        slope = (fourier_cdf(c, x + h) - fourier_cdf(c, x - h)) / (2 * h)
+        # bisection inverts the CDF; over many draws the samples follow the density
+        keys = jax.random.split(jax.random.key(2), 4000)
+        samples = jax.vmap(lambda k: fourier_sample(c[0], k))(keys)
+        at_edges = fourier_cdf(c[0], jnp.asarray(edges, jnp.float32))
+        return ends, slope, fourier_density(c, x), samples, at_edges
+
+    ends, slope, density, samples, at_edges = (np.asarray(v) for v in cdf_checks())
     np.testing.assert_allclose(ends[:, 0], 0.0, atol=1e-6)
     np.testing.assert_allclose(ends[:, 1], 1.0, atol=1e-6)
-    x = jnp.broadcast_to(jnp.linspace(-0.95, 0.95, 39), (5, 39))
-    h = 1e-3
-    slope = (fourier_cdf(c, x + h) - fourier_cdf(c, x - h)) / (2 * h)
-    np.testing.assert_allclose(slope, fourier_density(c, x), atol=2e-3)
-    # bisection inverts the CDF; over many draws the samples follow the density
-    keys = jax.random.split(jax.random.key(2), 4000)
-    samples = jax.vmap(lambda k: fourier_sample(c[0], k))(keys)
+    np.testing.assert_allclose(slope, density, atol=2e-3)
     assert float(samples.min()) >= -1 and float(samples.max()) <= 1
-    hist, edges = np.histogram(np.asarray(samples), bins=8, range=(-1, 1))
-    expected = np.diff(np.asarray(fourier_cdf(c[0], jnp.asarray(edges))))
-    np.testing.assert_allclose(hist / 4000, expected, atol=0.03)
+    hist, _ = np.histogram(samples, bins=8, range=(-1, 1))
+    np.testing.assert_allclose(hist / 4000, np.diff(at_edges), atol=0.03)
 
 
 def test_fourier_head_probabilities_sum_to_one_and_order_permutes_actions():
-    x = jax.random.normal(jax.random.key(3), (7, 16))
-    head = FourierHead(num_bins=18, num_frequencies=8)
-    params = head.init(jax.random.key(4), x)
-    dist = head.apply(params, x)
-    np.testing.assert_allclose(dist.probs().sum(-1), 1.0, atol=1e-5)
-    assert dist.logits.shape == (7, 18) and float(dist.aux_loss()) > 0
     order = tuple(np.random.default_rng(0).permutation(18))
-    permuted = FourierHead(18, 8, order=order).apply(params, x)
+
+    @jax.jit
+    def heads():
+        x = jax.random.normal(jax.random.key(3), (7, 16))
+        head = FourierHead(num_bins=18, num_frequencies=8)
+        params = head.init(jax.random.key(4), x)
+        dist = head.apply(params, x)
+        permuted = FourierHead(18, 8, order=order).apply(params, x)
+        density = fourier_density(dist.coefficients, jnp.asarray(bin_centers(18), jnp.float32))
+        return (
+            dist.probs(),
+            dist.logits,
+            dist.aux_loss(),
+            permuted.logits,
+            density,
+            dist.coefficients,
+        )
+
+    probs, logits, aux, permuted, density, coefficients = (np.asarray(v) for v in heads())
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    assert logits.shape == (7, 18) and float(aux) > 0
     # action order[i] gets bin i's probability
-    np.testing.assert_allclose(permuted.logits[:, np.array(order)], dist.logits, atol=1e-6)
+    np.testing.assert_allclose(permuted[:, np.array(order)], logits, atol=1e-6)
     # the distribution carries the density it was read from: its pmf is that density at the
     # bin centres, normalized (+ the 1e-5 floor of the logits)
-    density = fourier_density(dist.coefficients, jnp.asarray(bin_centers(18), jnp.float32))
     pmf = density / density.sum(-1, keepdims=True)
-    assert dist.coefficients.shape == (7, 9)
-    np.testing.assert_allclose(jnp.exp(dist.logits), pmf + 1e-5, rtol=1e-4)
+    assert coefficients.shape == (7, 9)
+    np.testing.assert_allclose(np.exp(logits), pmf + 1e-5, rtol=1e-4)
 
 
 def test_fourier_head_continuous_bins_and_log_prob():
-    x = jax.random.normal(jax.random.key(5), (6, 16))
     head = head_for(Box.make(-2.0, 2.0, (3,)), "fourier", fourier_bins=32, fourier_frequencies=6)
-    params = head.init(jax.random.key(6), x)
-    dist = head.apply(params, x)
-    assert dist.logits.shape == (6, 3, 32)
-    np.testing.assert_allclose(jnp.exp(dist.logits).sum(-1), 1.0, atol=1e-3)  # +1e-5 floor
-    # the density behind the bins: the action range [-2, 2] sits on [-0.9, 0.9]
-    density = fourier_density(dist.coefficients, jnp.asarray(0.9 * bin_centers(32), jnp.float32))
-    assert dist.coefficients.shape == (6, 3, 7)
+
+    @jax.jit
+    def outputs():
+        x = jax.random.normal(jax.random.key(5), (6, 16))
+        dist = head.apply(head.init(jax.random.key(6), x), x)
+        # the density behind the bins: the action range [-2, 2] sits on [-0.9, 0.9]
+        centres = jnp.asarray(0.9 * bin_centers(32), jnp.float32)
+        density = fourier_density(dist.coefficients, centres)
+        a = dist.sample(jax.random.key(7))
+        return dist.logits, dist.coefficients, density, a, dist.bin_index(a), dist.log_prob(a)
+
+    logits, coefficients, density, a, index, log_prob = (np.asarray(v) for v in outputs())
+    assert logits.shape == (6, 3, 32)
+    np.testing.assert_allclose(np.exp(logits).sum(-1), 1.0, atol=1e-3)  # +1e-5 floor
+    assert coefficients.shape == (6, 3, 7)
     np.testing.assert_allclose(
-        jnp.exp(dist.logits), density / density.sum(-1, keepdims=True) + 1e-5, rtol=1e-4
+        np.exp(logits), density / density.sum(-1, keepdims=True) + 1e-5, rtol=1e-4
     )
-    a = dist.sample(jax.random.key(7))
-    assert a.shape == (6, 3) and float(jnp.abs(a).max()) <= 2.0
-    centres = -2.0 + (jnp.arange(32) + 0.5) * (4.0 / 32)
-    assert bool(jnp.all(jnp.min(jnp.abs(a[..., None] - centres), -1) < 1e-5))
-    logp = jax.nn.log_softmax(dist.logits)
-    index = dist.bin_index(a)
-    expected = jnp.take_along_axis(logp, index[..., None], -1)[..., 0].sum(-1)
-    np.testing.assert_allclose(dist.log_prob(a), expected, atol=1e-5)
+    assert a.shape == (6, 3) and float(np.abs(a).max()) <= 2.0
+    centres = -2.0 + (np.arange(32) + 0.5) * (4.0 / 32)
+    assert np.all(np.min(np.abs(a[..., None] - centres), -1) < 1e-5)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = np.take_along_axis(logp, index[..., None], -1)[..., 0].sum(-1)
+    np.testing.assert_allclose(log_prob, expected, atol=1e-5)
 
 
 def test_bin_centers():
@@ -116,22 +146,32 @@ def test_bin_centers():
 def test_continuous_heads_sample_in_range_and_score_their_samples(kind):
     space = Box.make(-1.0, 3.0, (2,))
     head = head_for(space, kind)
-    x = jax.random.normal(jax.random.key(8), (5, 8))
-    dist = head.apply(head.init(jax.random.key(9), x), x)
-    a = dist.sample(jax.random.key(10))
+
+    @jax.jit
+    def sample_and_score():
+        x = jax.random.normal(jax.random.key(8), (5, 8))
+        dist = head.apply(head.init(jax.random.key(9), x), x)
+        a = dist.sample(jax.random.key(10))
+        return a, dist.log_prob(a), dist.entropy()
+
+    a, log_prob, entropy = (np.asarray(v) for v in sample_and_score())
     assert a.shape == (5, 2)
-    assert bool(jnp.isfinite(dist.log_prob(a)).all()) and dist.entropy().shape == (5,)
+    assert np.isfinite(log_prob).all() and entropy.shape == (5,)
     if kind != "gaussian":  # the plain Gaussian relies on the ClipAction wrapper
         assert float(a.min()) >= -1.0 and float(a.max()) <= 3.0
 
 
 def test_tanh_gaussian_log_prob_is_a_density_on_the_interval():
     head = head_for(Box.make(-1.0, 3.0, (1,)), "tanh_gaussian")
-    x = jnp.ones((1, 4))
-    dist = head.apply(head.init(jax.random.key(11), x), x)
-    grid = jnp.linspace(-1.0, 3.0, 40001)[1:-1, None]
-    density = jnp.exp(jax.vmap(lambda a: dist.log_prob(a[None])[0])(grid))
-    np.testing.assert_allclose(jnp.sum(density) * (4.0 / 40000), 1.0, atol=2e-3)
+
+    @jax.jit
+    def density():
+        x = jnp.ones((1, 4))
+        dist = head.apply(head.init(jax.random.key(11), x), x)
+        grid = jnp.linspace(-1.0, 3.0, 40001)[1:-1, None]
+        return jnp.exp(jax.vmap(lambda a: dist.log_prob(a[None])[0])(grid))
+
+    np.testing.assert_allclose(np.sum(np.asarray(density())) * (4.0 / 40000), 1.0, atol=2e-3)
 
 
 def test_head_kind_must_fit_the_action_space():
@@ -175,10 +215,15 @@ def test_fourier_regularizer_by_hand():
     coefficients c = a / a_0 (scale-free: scaling b leaves it unchanged)."""
     x = jnp.ones((1, 4))
     head = FourierHead(num_bins=8, num_frequencies=3, regularization=0.5)
-    params = head.init(jax.random.key(12), x)
-    dist = head.apply(params, x)
-    c = np.asarray(dist.coefficients[0])
+
+    @jax.jit
+    def penalties():
+        params = head.init(jax.random.key(12), x)
+        dist = head.apply(params, x)
+        scaled = head.apply(jax.tree.map(lambda w: 3.0 * w, params), x)
+        return dist.coefficients[0], dist.aux_loss(), scaled.aux_loss()
+
+    c, penalty, scaled = (np.asarray(v) for v in penalties())
     expected = 0.5 * 2 * sum(2 * np.pi**2 * k**2 * abs(c[k]) ** 2 for k in range(4))
-    np.testing.assert_allclose(float(dist.aux_loss()), expected, rtol=1e-5)
-    scaled = jax.tree.map(lambda w: 3.0 * w, params)
-    np.testing.assert_allclose(float(head.apply(scaled, x).aux_loss()), expected, rtol=1e-4)
+    np.testing.assert_allclose(float(penalty), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(scaled), expected, rtol=1e-4)

@@ -308,15 +308,18 @@ def test_the_model_reads_z_at_its_step_and_a_masked_prompt_is_no_prompt(tiny_met
     same actions as no prompt at all, and a real prompt changes them."""
     trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
     model = trainer.parts["model"]
-    win, z, prompt = trainer.parts["sample"](jax.random.PRNGKey(4), trainer.data, 8, state)
-    win = win.replace(mask=jnp.ones_like(win.mask))  # every step real
-    prompt = prompt.replace(mask=jnp.ones_like(prompt.mask))
+    sample = jax.jit(lambda k: trainer.parts["sample"](k, trainer.data, 8, state))
+    win, z, prompt = sample(jax.random.PRNGKey(4))
+    win = win.replace(mask=np.ones(win.mask.shape, np.float32))  # every step real
+    prompt = prompt.replace(mask=np.ones(prompt.mask.shape, np.float32))
     act = jax.jit(lambda z, prompt: model.apply(state.params, win, z, prompt).mean)
     base = np.asarray(act(z, prompt))
-    moved = np.asarray(act(z.at[:, -1].add(1.0), prompt))
+    moved = np.asarray(
+        act(np.asarray(z) + (np.arange(z.shape[1]) == z.shape[1] - 1)[:, None], prompt)
+    )
     np.testing.assert_allclose(moved[:, :-1], base[:, :-1], atol=1e-5)
     assert np.abs(moved[:, -1] - base[:, -1]).min() > 1e-4
-    masked = prompt.replace(mask=jnp.zeros_like(prompt.mask))
+    masked = prompt.replace(mask=np.zeros(prompt.mask.shape, np.float32))
     none = jax.jit(lambda z: model.apply(state.params, win, z, None).mean)(z)
     np.testing.assert_allclose(np.asarray(act(z, masked)), np.asarray(none), atol=1e-5)
     assert np.abs(base - np.asarray(none)).max() > 1e-4

@@ -180,16 +180,12 @@ def test_meta_dt_trains_on_ml1_and_is_evaluated_on_the_host(ml1_data, tmp_path, 
     result = json.loads((run_dir / "eval_meta_few-shot_test.json").read_text())
     assert result["episodes_per_task"] == 1 and len(result["per_task_return"]) == 1
     assert result["oracle"].startswith("scripted policy")
-    # the reported return is the host evaluation's (the same protocol and key, stepped again
-    # here), and the normalized score is computed from the reported returns
-    policy = seqrl.load(run_dir)
-    agent = policy.trainer.parts["meta_agent"]
-    key = jax.random.split(jax.random.PRNGKey(0), 1)[0]
-    again = agent.evaluate(policy.seed_state(0), key, "test", "few-shot", "meta-dt", 1)
-    assert result["per_task_return"] == pytest.approx(again["returns"].mean(1).tolist())
-    assert again["success"].shape == (1, 1)
+    # the normalized score is (R - R_random) / (R_oracle - R_random) of the reported returns;
+    # the references were stepped on the host for the held-out goal (finite, not placeholders)
     r, lo, hi = result["per_task_return"][0], result["random_return"][0], result["oracle_return"][0]
+    assert np.isfinite([r, lo, hi]).all() and hi != lo
     assert result["normalized_mean"] == pytest.approx((r - lo) / (hi - lo))
+    assert result["return_mean"] == pytest.approx(r)  # one seed, one task
 
 
 def test_ml10_holds_out_whole_kinds_of_manipulation():

@@ -19,7 +19,7 @@ TINY = ["total_timesteps=256", "ppo.num_steps=16", "loop.num_chunks=2", "loop.ev
 
 
 @pytest.mark.slow
-def test_cartpole_learns_to_475_and_writes_the_run_directory(tmp_path):
+def test_cartpole_learns_to_475_and_writes_the_run_directory(tmp_path, optimized_training):
     config = cfg.load_config(CARTPOLE)
     result = run(config, run_dir=tmp_path / "run", progress=False, log=lambda _: None)
     summary = result.summary

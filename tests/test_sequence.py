@@ -125,18 +125,19 @@ def _s5_with(lam: complex, step: float, discretization: str):
     """A one-state S5 layer (state size 2, conjugate-symmetric half) with Lambda, Delta and
     Btilde = 1 set by hand, and its (Abar, Bbar)."""
     layer = make_layer("s5", 1, state_size=2, discretization=discretization)
-    params = jax.tree.map(lambda x: x, _init_single(layer))
-    p = dict(params["params"])
-    p["lambda_re"], p["lambda_im"] = jnp.array([lam.real]), jnp.array([lam.imag])
-    p["log_step"] = jnp.log(jnp.array([step]))
-    p["B"] = jnp.array([[[1.0, 0.0]]])
-    a_bar, b_bar = layer.apply({"params": p}, method=layer.discretize)
+
+    @jax.jit
+    def discretize():
+        x = jnp.zeros((2, 1, 1))
+        p = layer.init(jax.random.key(0), layer.initialize_carry(1), x, jnp.zeros((2, 1), bool))
+        p = dict(p["params"])
+        p["lambda_re"], p["lambda_im"] = jnp.array([lam.real]), jnp.array([lam.imag])
+        p["log_step"] = jnp.log(jnp.array([step]))
+        p["B"] = jnp.array([[[1.0, 0.0]]])
+        return layer.apply({"params": p}, method=layer.discretize)
+
+    a_bar, b_bar = discretize()
     return complex(a_bar[0]), complex(b_bar[0, 0])
-
-
-def _init_single(layer):
-    x = jnp.zeros((2, 1, 1))
-    return layer.init(jax.random.key(0), layer.initialize_carry(1), x, jnp.zeros((2, 1), bool))
 
 
 def test_s5_discretizations_match_values_worked_by_hand():
