@@ -12,7 +12,7 @@ import numpy as np
 from seqrl import config as cfg
 from seqrl import runtime
 from seqrl.errors import UserError
-from seqrl.loop import RunResult, run, seed_keys
+from seqrl.loop import RunResult, map_seeds, run, run_keys, seed_keys
 from seqrl.runtime import configure_jax
 
 
@@ -123,11 +123,22 @@ class Policy:
                 )
             extra["target_return"] = float(target_return)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, seed))(seed_keys(7919, self.num_seeds))
-        evaluate = jax.vmap(
-            lambda s, k: self.trainer.evaluate(s, k, episodes, deterministic, **extra)
-        )
+        return self._evaluate(keys, episodes, deterministic, **extra)
+
+    def final_evaluation(self) -> dict:
+        """The run's own final evaluation again, on the restored checkpoint: the same episodes,
+        keys and program as the loop's, so it reproduces ``summary.json``'s final return (a
+        check that the checkpoint holds the state the run ended with)."""
+        loop = self.config.loop
+        keys = run_keys(self.config.seed, self.num_seeds)[1]
+        return self._evaluate(keys, loop.eval_episodes, loop.eval_deterministic)
+
+    def _evaluate(self, keys, episodes: int, deterministic: bool, **extra) -> dict:
+        one = lambda s, k: self.trainer.evaluate(s, k, episodes, deterministic, **extra)
+        if self.trainer.host_evaluate:  # steps host-side envs: seed by seed, unjitted
+            return map_seeds(one, self.state, keys)
         # a program that runs once: compiled as the loop compiles its final evaluation
-        fn = runtime.compile_run_once(runtime.lower(evaluate, self.state, keys))
+        fn = runtime.compile_run_once(runtime.lower(jax.vmap(one), self.state, keys))
         return jax.tree.map(np.asarray, fn(self.state, keys))
 
     @property

@@ -31,6 +31,21 @@ def tmp_run(tmp_path):
 
 
 @pytest.fixture
+def default_emitters(monkeypatch) -> dict:
+    """XLA's own (MLIR fusion) emitters for every program ``seqrl.loop.run`` compiles, and the
+    compile options that ask for them: for the claims of bit-identical results between two
+    differently built programs, which hold with XLA's defaults (what users run) but not with
+    the suite's classic emitters, whose rounding follows each program's own fusions."""
+    import seqrl.loop
+
+    options = {"xla_cpu_use_fusion_emitters": True}  # the level stays the suite's
+    monkeypatch.setattr(
+        seqrl.loop, "_compile", lambda lowered, run_once: lowered.compile(compiler_options=options)
+    )
+    return options
+
+
+@pytest.fixture
 def optimized_training(monkeypatch):
     """``seqrl.loop.run``'s training chunks compiled at XLA's level 1, not the suite's 0: for
     tests that train long enough that faster code pays for its compile (PPO to 475 on CartPole:

@@ -74,15 +74,19 @@ def test_plan_chunks_equal_where_a_divisor_allows_else_a_shorter_last_chunk():
     assert plan_chunks(244, 20) == [13] * 18 + [10]
 
 
-def test_variable_chunk_equals_the_scan_chunk():
+def test_variable_chunk_equals_the_scan_chunk(default_emitters):
     """One program runs any number of updates up to its size, with the same bits as a chunk
     compiled for that number; metrics rows past it are zeros."""
     config = cfg.load_config("configs/ppo/cartpole.yaml", [*CONFIG, "num_seeds=1"])
     trainer = ppo.make_trainer(config)
     states = jax.jit(jax.vmap(trainer.init))(seed_keys(0, 1))
-    variable = jax.jit(make_chunk(trainer, 3, variable=True))
+
+    def compiled(fn, *args):
+        return jax.jit(fn).lower(states, None, *args).compile(compiler_options=default_emitters)
+
+    variable = compiled(make_chunk(trainer, 3, variable=True), np.int32(3))
     for n in (3, 2):
-        expected = jax.jit(make_chunk(trainer, n))(states, None)
+        expected = compiled(make_chunk(trainer, n))(states, None)
         got_states, got_metrics = variable(states, None, np.int32(n))
         _assert_trees_equal(expected[0], got_states)
         head = {k: m[:, :n] for k, m in got_metrics.items()}
@@ -91,7 +95,7 @@ def test_variable_chunk_equals_the_scan_chunk():
             assert not np.asarray(m)[:, n:].any()
 
 
-def test_a_shorter_last_chunk_runs_in_the_same_program(tmp_path, monkeypatch):
+def test_a_shorter_last_chunk_runs_in_the_same_program(tmp_path, monkeypatch, default_emitters):
     """13 updates in chunks of 4, 4, 4 and 1: one chunk program (plus init and evaluation),
     and the same parameters as 13 updates in one chunk."""
     compiled = []

@@ -54,7 +54,7 @@ def test_programs_with_custom_calls_keep_the_default_lowering():
     np.testing.assert_allclose(np.asarray(q.T @ q), np.eye(6), atol=1e-5)
 
 
-def test_ppo_chunk_is_bit_identical_under_the_unrolled_lowering():
+def test_ppo_chunk_is_bit_identical_under_the_unrolled_lowering(default_emitters):
     config = cfg.load_config(
         "configs/ppo/cartpole.yaml",
         ["total_timesteps=128", "ppo.num_steps=16", "num_envs=4", "loop.num_chunks=1"],
@@ -63,10 +63,11 @@ def test_ppo_chunk_is_bit_identical_under_the_unrolled_lowering():
     keys = loop.seed_keys(3, 1)
     states = jax.jit(loop.init_seeds(trainer))(keys)
     chunk = lambda: loop.make_chunk(trainer, 2)  # a fresh function: no cached lowering
-    reference = jax.jit(chunk()).lower(states, None).compile()(states, None)
+    options = default_emitters
+    reference = jax.jit(chunk()).lower(states, None).compile(options)(states, None)
     lowered = runtime.lower(chunk(), states, None)
     assert _while_loops(lowered) < _while_loops(jax.jit(chunk()).lower(states, None))
-    result = lowered.compile()(states, None)
+    result = lowered.compile(options)(states, None)
     for x, y in zip(jax.tree.leaves(reference), jax.tree.leaves(result)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
