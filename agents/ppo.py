@@ -508,6 +508,7 @@ def single_trainer(config: Config) -> Trainer:
             "advantages": advantages,
             "rollout_env": rollout_env,
             "policy_step": policy_step,
+            "minibatches": minibatches,
         },
     )
 

@@ -218,3 +218,29 @@ def test_vec_env_gives_every_copy_its_own_randomness():
         obs, state, *_ = step(jax.random.key(t + 1), state, jnp.zeros(16, jnp.int32), params)
         seen.append(np.asarray(obs).argmax(-1))
     assert all(0 < s.sum() < 16 for s in seen), seen
+
+
+def test_evaluation_returns_each_copys_first_episode():
+    """The guide's Line env with a goal per copy (0.2, 0.5, 1.0, 1.5) and a policy that moves
+    right except at steps 3 and 4: copy 0 reaches 0.2 after 2 steps (rewards -0.1, 0: return
+    -0.1) and finishes a second, different episode (left, left, then right: -0.3 - 0.4 - 0.3 -
+    0.2 - 0.1 = -1.3) before copy 3 ends its first. The evaluation reports first episodes."""
+    from docs.examples.line_env import LineParams
+    from seqrl.evaluate import episode_returns
+
+    venv = envs.VecEnv(envs.make("docs.examples.line_env:Line"), 4, params_axis=0)
+    goals = jnp.array([0.2, 0.5, 1.0, 1.5])
+    params = LineParams(goal=goals, max_steps_in_episode=jnp.full(4, 40, jnp.int32))
+
+    def policy(t, obs, first, key):
+        left = (t == 2) | (t == 3)  # the carry counts steps from 0
+        return t + 1, jnp.where(left, 0, 2) * jnp.ones(4, jnp.int32)
+
+    run = jax.jit(lambda key: episode_returns(policy, 0, venv, params, key, 60)["returns"])
+    returns = np.asarray(run(jax.random.key(0)))
+    # copy g: 2 steps right, 2 left (back to 0), then right to g; distances summed by hand
+    expected = [-0.1]
+    for g in (0.5, 1.0, 1.5):
+        positions = [0.1, 0.2, 0.1, 0.0] + [0.1 * k for k in range(1, round(g / 0.1) + 1)]
+        expected.append(-sum(abs(x - g) for x in positions))
+    np.testing.assert_allclose(returns, expected, atol=1e-4)

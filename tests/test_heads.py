@@ -208,6 +208,8 @@ def test_gaussian_and_categorical_scores_by_hand():
     np.testing.assert_allclose(cat.entropy(), -(p * np.log(p)).sum(), rtol=1e-6)
     np.testing.assert_allclose(cat.log_prob(jnp.array(1)), np.log(0.2), rtol=1e-6)
     assert int(cat.mode()) == 0
+    draws = jax.jit(jax.vmap(cat.sample))(jax.random.split(jax.random.key(3), 8000))
+    np.testing.assert_allclose(np.bincount(np.asarray(draws), minlength=3) / 8000, p, atol=0.02)
 
 
 def test_fourier_regularizer_by_hand():

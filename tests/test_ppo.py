@@ -139,3 +139,45 @@ def test_clipped_loss_by_hand():
     _, stats = ppo.clipped_loss(near, jnp.zeros((1, 2)), batch, h)
     np.testing.assert_allclose(stats[0], -(1.1 * 1 + 0.9 * -1) / 2, rtol=1e-5)
     assert float(stats[4]) == 0.0
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "gru"])
+def test_minibatches_partition_the_rollout_and_normalize_its_advantages(backbone):
+    """Each epoch's minibatches hold every sample once; a recurrent network's split over envs
+    with each env's whole sequence and its own starting carry; advantages standardized per
+    minibatch."""
+    config = cfg.load_config(
+        CARTPOLE, [f"network.backbone={backbone}", "network.d_model=4", "num_envs=8"]
+    )
+    trainer = ppo.make_trainer(config)
+    steps, envs = 5, 8
+    env_id = jnp.broadcast_to(jnp.arange(envs, dtype=jnp.float32), (steps, envs))
+    sample_id = jnp.arange(steps * envs, dtype=jnp.float32).reshape(steps, envs)
+    advantage = jax.random.normal(jax.random.key(0), (steps, envs)) * 3.0 + 1.0
+    batch = ppo.Batch(
+        obs=jnp.stack([env_id, sample_id, env_id, sample_id], -1),
+        first=jnp.zeros((steps, envs), bool),
+        action=jnp.zeros((steps, envs), jnp.int32),
+        log_prob=sample_id,
+        value=sample_id,
+        advantage=advantage,
+        target=sample_id,
+    )
+    carry = jax.tree.map(
+        lambda c: c + jnp.arange(envs, dtype=c.dtype).reshape(-1, *[1] * (c.ndim - 1)),
+        trainer.parts["network"].initialize_carry(envs),
+    )
+    carries, batches = jax.jit(trainer.parts["minibatches"])(jax.random.key(1), carry, batch)
+    ids = np.asarray(batches.obs[..., 1])  # [minibatch, T', samples]
+    assert ids.shape[0] == 4 and sorted(ids.reshape(-1).tolist()) == list(range(steps * envs))
+    np.testing.assert_array_equal(np.asarray(batches.log_prob), ids)  # fields stay together
+    adv = np.asarray(batches.advantage)
+    np.testing.assert_allclose(adv.mean(axis=(1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(adv.std(axis=(1, 2)), 1.0, atol=1e-4)
+    flat = np.asarray(advantage).reshape(-1)[ids.reshape(-1).astype(int)].reshape(ids.shape)
+    expected = (flat - flat.mean(axis=(1, 2), keepdims=True)) / flat.std(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(adv, expected, rtol=1e-4, atol=1e-5)
+    if backbone == "gru":  # whole sequences per env, each with that env's carry
+        env_of = np.asarray(batches.obs[..., 0])  # [minibatch, T, envs / 4]
+        assert (env_of == env_of[:, :1]).all()
+        np.testing.assert_array_equal(np.asarray(carries[0])[:, :, 0], env_of[:, 0])
