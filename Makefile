@@ -19,10 +19,12 @@ help:
 	@echo "make meta-point the offline meta-RL pipeline on PointRobot (docs/results.md)"
 	@echo "make meta-cheetah-vel / meta-ml1-reach  the same pipeline on Cheetah-Vel / Meta-World ML1 reach"
 
+# --no-compile: Python writes the bytecode of what it imports on first use; compiling every
+# installed module up front more than doubles the install (about 60 s against 26 s here)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,33 @@ class TensorBoardSink:
 
 
 class ProgressBar:
-    """rich progress: steps done / total, steps per second, latest training return."""
+    """Progress of a run: steps done / total, steps per second, latest training return, ETA.
 
-    def __init__(self, total: int, description: str, enabled: bool = True, completed: int = 0):
-        self.enabled = enabled
+    In a terminal (or Jupyter) a rich progress bar. Elsewhere (a CI log, ``nohup``, a pipe),
+    where a redrawn bar would come out as cut-off fragments, one plain line at most every
+    ``interval`` seconds and one at the end, each whole."""
+
+    def __init__(
+        self,
+        total: int,
+        description: str,
+        enabled: bool = True,
+        completed: int = 0,
+        stream: Any = None,
+        interval: float = 5.0,
+    ):
+        self.enabled, self.total, self.description = enabled, total, description
         if not enabled:
+            return
+        from rich.console import Console
+
+        console = Console(file=stream) if stream is not None else Console()
+        self.plain = not (console.is_terminal or console.is_jupyter)
+        if self.plain:
+            self.stream = console.file
+            self.interval, self.last_line = interval, -math.inf
+            self.start, self.start_steps, self.completed = time.monotonic(), completed, completed
+            self.line = ""
             return
         from rich.progress import (
             BarColumn,
@@ -105,6 +128,7 @@ class ProgressBar:
             TextColumn("return {task.fields[ret]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            console=console,
         )
         self.task = self.progress.add_task(
             description, total=total, completed=completed, rate="-", ret="-"
@@ -116,8 +140,38 @@ class ProgressBar:
             return
         rate = f"{steps_per_second:,.0f}/s"
         shown = "-" if ret is None or not math.isfinite(ret) else f"{ret:.1f}"
-        self.progress.update(self.task, completed=completed, rate=rate, ret=shown)
+        if not self.plain:
+            self.progress.update(self.task, completed=completed, rate=rate, ret=shown)
+            return
+        now = time.monotonic()
+        done = completed - self.start_steps  # steps/s of this process, for the ETA
+        eta = (self.total - completed) * (now - self.start) / done if done > 0 else math.nan
+        self.completed = completed
+        self.line = (
+            f"{self.description}: {completed:,}/{self.total:,} steps "
+            f"({100 * completed / max(self.total, 1):.0f}%), {rate}, return {shown}, "
+            f"ETA {_clock(eta)}"
+        )
+        if now - self.last_line >= self.interval or completed >= self.total:
+            self._emit(now)
+
+    def _emit(self, now: float) -> None:
+        print(self.line, file=self.stream, flush=True)
+        self.last_line, self.line = now, ""
 
     def close(self) -> None:
-        if self.enabled:
-            self.progress.stop()
+        if not self.enabled:
+            return
+        if self.plain:
+            if self.line:  # the last update, if the interval held it back
+                self._emit(time.monotonic())
+            return
+        self.progress.stop()
+
+
+def _clock(seconds: float) -> str:
+    """0:01:05 (h:mm:ss); - when not known."""
+    if not math.isfinite(seconds):
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"

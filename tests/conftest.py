@@ -68,5 +68,11 @@ os.chdir(Path(__file__).resolve().parent.parent)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``slow`` first (a stable sort keeps the file order otherwise)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The notebooks first (the longest tests, in the order tests/test_notebooks.py gives), then
+    the other tests marked ``slow``; a stable sort keeps the file order otherwise."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("slow") is None,
+            Path(item.path).name != "test_notebooks.py",
+        )
+    )
