@@ -28,5 +28,6 @@ def test_a_held_back_update_is_written_at_close():
     bar.update(2500, 10.0, 2.5)  # a run stopped early (or resumed elsewhere) ends here
     bar.close()
     lines = out.getvalue().splitlines()
-    assert len(lines) == 2 and lines[1].startswith("dt gymnax/CartPole-v1: 2,500/10,000 steps (25%)")
+    assert len(lines) == 2
+    assert lines[1].startswith("dt gymnax/CartPole-v1: 2,500/10,000 steps (25%)")
     assert "return 2.5, ETA " in lines[1] and lines[1].split("ETA ")[1] != "-"
