@@ -59,6 +59,10 @@ def test_rollout_matches_the_envs_own_returns_and_lengths(run_dir):
     assert not traj.obs[~mask].any() and not traj.actions[~mask].any()
     assert not traj.rewards[~mask].any()
     assert set(np.unique(traj.actions[mask])) <= {0, 1}
+    # each action is paired with the observation it was chosen on: an episode's first is a
+    # reset's (CartPole draws every coordinate from [-0.05, 0.05]; one push moves the cart's
+    # velocity by about 0.2)
+    assert np.abs(traj.obs[:, 0]).max() <= 0.05
     # the final observation is where the pole fell: outside the observation of any earlier step
     assert not np.array_equal(traj.final_obs, traj.obs[np.arange(n), lengths - 1])
 

@@ -141,6 +141,11 @@ def test_normalize_observation_tracks_running_statistics():
     stats = find_state(state, NormalizeObservationState).stats
     np.testing.assert_allclose(stats.mean, raw.mean(0), atol=1e-4)
     np.testing.assert_allclose(obs, stats.normalize(raw), atol=1e-5)
+    # centred and scaled, by the formula (not by the method under test)
+    expected = (np.asarray(raw) - stats.mean) / np.sqrt(np.asarray(stats.var) + 1e-8)
+    np.testing.assert_allclose(obs, expected, rtol=1e-4, atol=1e-4)
+    spread = np.asarray(obs).std(0)
+    assert (spread > 0.8).all() and (spread < 1.2).all(), spread
     frozen = envs.NormalizeObservation(venv, stats=RunningMeanStd.create((4,)))
     obs_f, state_f = frozen.reset(jax.random.key(0), params)
     np.testing.assert_allclose(obs_f, raw, atol=1e-3)  # identity stats (mean 0, var 1)
