@@ -107,7 +107,7 @@ class ProgressBar:
         if self.plain:
             self.stream = console.file
             self.interval, self.last_line = interval, -math.inf
-            self.start, self.start_steps, self.completed = time.monotonic(), completed, completed
+            self.start, self.start_steps = time.monotonic(), completed
             self.line = ""
             return
         from rich.progress import (
@@ -146,7 +146,6 @@ class ProgressBar:
         now = time.monotonic()
         done = completed - self.start_steps  # steps/s of this process, for the ETA
         eta = (self.total - completed) * (now - self.start) / done if done > 0 else math.nan
-        self.completed = completed
         self.line = (
             f"{self.description}: {completed:,}/{self.total:,} steps "
             f"({100 * completed / max(self.total, 1):.0f}%), {rate}, return {shown}, "
