@@ -33,7 +33,8 @@ from seqrl.envs import make_vec
 from seqrl.envs.spaces import Discrete
 from seqrl.evaluate import episode_returns
 from seqrl.heads import HEADS, head_for
-from seqrl.loop import Trainer, train_fn
+from seqrl.returns import returns_to_go
+from seqrl.trainer import Trainer, train_fn
 
 # ---------------------------------------------------------------------------------------------
 # Config
@@ -109,6 +110,13 @@ class WindowData:
     weights: jax.Array  # [N] sampling probability (proportional to length)
 
 
+def take_steps(x: jax.Array, steps: jax.Array, valid: jax.Array) -> jax.Array:
+    """``x[steps]`` (steps of one trajectory ``x[L, ...]``) with the rows where ``valid`` is
+    false zeroed: a window, left-padded."""
+    x = x[steps]
+    return jnp.where(valid.reshape(-1, *([1] * (x.ndim - 1))), x, jnp.zeros_like(x))
+
+
 @struct.dataclass
 class Window:
     obs: jax.Array  # [K, ...]
@@ -116,13 +124,6 @@ class Window:
     rtg: jax.Array  # [K]
     timesteps: jax.Array  # [K]
     mask: jax.Array  # [K] 1 where the step is real
-
-
-def returns_to_go(rewards: jax.Array, lengths: jax.Array) -> jax.Array:
-    """``rtg[n, t] = sum_{t' >= t} r[n, t']`` over the valid steps (zero past the end)."""
-    valid = jnp.arange(rewards.shape[1])[None, :] < lengths[:, None]
-    r = jnp.where(valid, rewards, 0.0)
-    return jnp.where(valid, jnp.cumsum(r[:, ::-1], axis=1)[:, ::-1], 0.0)
 
 
 def sample_window(data: WindowData, index: jax.Array, start: jax.Array, context: int) -> Window:
@@ -134,11 +135,7 @@ def sample_window(data: WindowData, index: jax.Array, start: jax.Array, context:
     j = jnp.arange(context)
     valid = j >= pad
     t = jnp.clip(start + j - pad, 0, data.obs.shape[1] - 1)
-
-    def take(x):
-        x = x[index, t]
-        return jnp.where(valid.reshape(-1, *([1] * (x.ndim - 1))), x, jnp.zeros_like(x))
-
+    take = lambda x: take_steps(x[index], t, valid)
     return Window(
         obs=take(data.obs),
         actions=take(data.actions),
@@ -307,6 +304,19 @@ def window_data(trajectories: Any, config: Config) -> tuple[WindowData, np.ndarr
     return data, mean.astype(np.float32), std.astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Internals:
+    """The DT's own pieces (``trainer.internals``), for tests and notebooks: the model;
+    ``policy_step(state, target_return, deterministic)``, the acting step with a rolling
+    context; ``initial_context(batch)``, its empty context; ``action_distribution(state,
+    windows)``, the predicted action distribution at every step of ``windows``."""
+
+    model: Any
+    policy_step: Any
+    initial_context: Any
+    action_distribution: Any
+
+
 def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
     """``trajectories``: padded data (default: ``seqrl.data.load_dataset(config.dataset)``)."""
     if trajectories is None:
@@ -445,12 +455,8 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         unit="samples",
         data=data,
         data_axis=distributed.DataAxis(d.batch_size, "dt.batch_size", distributed.replicated_specs),
-        parts={
-            "model": model,
-            "policy_step": policy_step,
-            "initial_context": initial_context,
-            "action_distribution": action_distribution,
-        },
+        return_conditioned=True,
+        internals=Internals(model, policy_step, initial_context, action_distribution),
     )
 
 

@@ -49,6 +49,7 @@ from seqrl.agents.dt import (
     sample_window,
     window_data,
 )
+from seqrl.agents.meta_acting import MetaAgent
 from seqrl.agents.world_model import (
     Context,
     WorldModel,
@@ -57,9 +58,10 @@ from seqrl.agents.world_model import (
     train_world_model,
 )
 from seqrl.config import ConfigError, option
+from seqrl.data import load_meta_dataset
 from seqrl.envs.spaces import Discrete
 from seqrl.errors import UserError
-from seqrl.loop import Trainer, train_fn
+from seqrl.trainer import Trainer, train_fn
 
 PROMPTS = ("none", "error", "error_sampled", "random", "expert")
 
@@ -202,31 +204,6 @@ def _segments(lengths: np.ndarray, tasks: np.ndarray, k: int, num_tasks: int):
     return seg, np.stack([lo, hi], 1).astype(np.int32)
 
 
-def _episode_tasks(meta, path: str) -> np.ndarray:
-    tasks = meta.info.get("episode_tasks")
-    if tasks is None:
-        raise UserError(
-            f"dataset {path}: its episodes carry no task (info 'episode_tasks'); collect it from "
-            "a per-task PPO run (config key 'tasks')"
-        )
-    return np.asarray(tasks, np.int64)
-
-
-def load_meta_dataset(path: str, family, split: str):
-    """(trajectories of the ``split`` tasks' episodes, their global task indices)."""
-    from seqrl.data import load_dataset
-
-    traj, meta = load_dataset(path)
-    tasks = _episode_tasks(meta, path)
-    lo, hi = (0, family.num_train) if split == "train" else (family.num_train, None)
-    hi = family.num_train + family.num_test if hi is None else hi
-    keep = np.nonzero((tasks >= lo) & (tasks < hi))[0]
-    if keep.size == 0:
-        raise UserError(f"dataset {path} holds no episode of a {split} task")
-    traj = jax.tree.map(lambda x: np.asarray(x)[keep], traj)
-    return traj, tasks[keep], meta
-
-
 def _one_hot_actions(actions, action_space):
     if isinstance(action_space, Discrete):
         return jax.nn.one_hot(actions, action_space.n)
@@ -260,6 +237,17 @@ class LearnerState:
     segment_weights: jax.Array  # [W] world-model error of each segment (prompt choice)
     best_segment: jax.Array  # [num_tasks] row of ``segments`` with the largest error
     target_return: jax.Array  # scaled
+
+
+@dataclasses.dataclass(frozen=True)
+class Internals:
+    """Meta-DT's own pieces (``trainer.internals``), for tests and notebooks: the model, the
+    world model and ``sample(key, data, batch, state) -> (windows, z, prompt)``, the training
+    batch."""
+
+    model: Any
+    world_model: Any
+    sample: Any
 
 
 def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
@@ -459,9 +447,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         )
         return state, {"loss": loss, **stats, "lr": schedule(state.update_step)}
 
-    from seqrl import meta_eval
-
-    agent = meta_eval.MetaAgent(
+    agent = MetaAgent(
         config=config,
         family=family,
         model=model,
@@ -471,7 +457,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
     )
 
     if m.prompt == "expert":  # read the held-out tasks' demos now, on the host
-        agent._prompt_demos("test")
+        agent.prompt_demos("test")
 
     def evaluate(state, key, num_episodes, deterministic):
         """The run's own protocol on the test tasks: zero-shot for Meta-DT and the DT floor,
@@ -491,7 +477,8 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         steps_per_update=d.batch_size,
         unit="samples",
         data=data,
-        parts={"model": model, "world_model": world_model, "meta_agent": agent, "sample": sample},
+        meta=agent,
+        internals=Internals(model, world_model, sample),
         host_evaluate=getattr(family, "host", False),
     )
 
@@ -510,7 +497,7 @@ def task_vectors(trainer: Trainer, state: LearnerState, trajectories: Any) -> ja
     of any tasks, held-out ones included) from the run's frozen context encoder, with the same
     contexts and state normalization as training: ``[N, L, latent_dim]``; steps ``t >= lengths``
     are padding. ``state`` is one seed's (``seqrl.load(run_dir).seed_state(i)``)."""
-    agent = trainer.parts["meta_agent"]
+    agent = trainer.meta
     if not agent.config.uses_world_model:
         raise UserError("this run has no world model (meta.context false, no error prompt)")
     normalize = lambda x: (jnp.asarray(x, jnp.float32) - state.obs_mean) / state.obs_std

@@ -28,11 +28,12 @@ from seqrl import distributed, shuffle
 from seqrl.config import ConfigError, LoopConfig, NetworkConfig, WrapperConfig, option
 from seqrl.envs import make_vec
 from seqrl.envs.core import NormalizeObservationState, find_state
+from seqrl.errors import UserError
 from seqrl.evaluate import episode_returns
 from seqrl.heads import head_for
-from seqrl.loop import Trainer, train_fn
 from seqrl.networks import make_actor_critic
 from seqrl.returns import gae
+from seqrl.trainer import Actor, PerTask, Trainer, train_fn
 
 # ---------------------------------------------------------------------------------------------
 # Config
@@ -252,6 +253,18 @@ def make_env(config: Config, num_envs: int, *, obs_stats=None, evaluation: bool 
 # ---------------------------------------------------------------------------------------------
 # The algorithm
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Internals:
+    """PPO's own pieces (``trainer.internals``), for tests and notebooks: the actor-critic,
+    ``collect(state) -> (state, Transition[T, B])``, ``advantages(state, traj) -> (adv,
+    targets)`` and ``minibatches(key, start_carry, batch) -> (carries, batches)``."""
+
+    network: Any
+    collect: Any
+    advantages: Any
+    minibatches: Any
 
 
 def make_trainer(config: Config) -> Trainer:
@@ -495,6 +508,7 @@ def single_trainer(config: Config) -> Trainer:
             env_state=envs, obs=batched, first=batched, final_obs=batched, carry=carry
         )
 
+    actor = Actor(env=rollout_env, policy=policy_step, initial_carry=network.initialize_carry)
     return Trainer(
         init=init,
         update=update,
@@ -502,14 +516,9 @@ def single_trainer(config: Config) -> Trainer:
         num_updates=num_updates,
         steps_per_update=config.steps_per_update,
         data_axis=distributed.DataAxis(config.num_envs, "num_envs", state_specs),
-        parts={
-            "network": network,
-            "collect": collect,
-            "advantages": advantages,
-            "rollout_env": rollout_env,
-            "policy_step": policy_step,
-            "minibatches": minibatches,
-        },
+        actor=actor,
+        meta=InContext(config, actor) if config.env.startswith("meta/") else None,
+        internals=Internals(network, collect, advantages, minibatches),
     )
 
 
@@ -558,8 +567,52 @@ def per_task_trainer(config: Config, single: Trainer) -> Trainer:
             f"the number of {config.tasks} tasks",
             lambda s: jax.tree.map(lambda _: distributed.PartitionSpec(distributed.AXIS), s),
         ),
-        parts={**single.parts, "single": single, "num_tasks": n},
+        per_task=PerTask(single, n),
+        internals=single.internals,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class InContext:
+    """In-context PPO's meta-RL protocol (a recurrent policy trained on trials of several
+    episodes of one task, ``env_kwargs.episodes_per_trial``): on each task of a split, zero-shot
+    is the first episode of a trial and few-shot the second (after one episode of experience;
+    the policy's memory persists across a trial's episodes)."""
+
+    config: Config
+    actor: Actor
+    protocols: tuple[str, ...] = ("in-context",)
+
+    def evaluate(self, state, key, split: str, mode: str, protocol: str, rounds: int) -> dict:
+        """``{"returns": [tasks, rounds * num_envs]}``."""
+        from seqrl.envs import make_raw
+
+        config = self.config
+        family = make_raw(config.env, **config.env_kwargs)
+        if getattr(family, "episodes_per_trial", 0) < 2:
+            raise UserError(
+                f"run trains on {config.env} without trials of >= 2 episodes "
+                "(env_kwargs.episodes_per_trial): it has no in-context protocol"
+            )
+        episodes = rounds * config.num_envs
+        venv, _ = self.actor.env(state, episodes)
+        tasks = family.split(split)
+
+        def per_task(params, key):
+            return episode_returns(
+                self.actor.policy(state, True),
+                self.actor.initial_carry(episodes),
+                venv,
+                params,
+                key,
+                config.loop.eval_max_steps,
+                family.episodes_per_trial,
+            )["episode_returns"]
+
+        n = jax.tree.leaves(tasks)[0].shape[0]
+        params = family.single_task_params(tasks)
+        out = jax.vmap(per_task)(params, jax.random.split(key, n))  # [tasks, episodes, k]
+        return {"returns": out[..., 0 if mode == "zero-shot" else 1]}
 
 
 def make_train(config: Config):

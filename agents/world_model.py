@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from seqrl.agents.dt import take_steps
 from seqrl.config import option
 
 
@@ -131,11 +132,7 @@ def context_at(obs, actions, rewards, next_obs, t: jax.Array, horizon: int) -> C
     j = t - horizon + jnp.arange(horizon)
     valid = j >= 0
     jj = jnp.clip(j, 0, obs.shape[0] - 1)
-
-    def take(x):
-        x = x[jj]
-        return jnp.where(valid.reshape(-1, *([1] * (x.ndim - 1))), x, jnp.zeros_like(x))
-
+    take = lambda x: take_steps(x, jj, valid)
     return Context(
         take(obs), take(actions), take(rewards), valid.astype(jnp.float32), take(next_obs)
     )

@@ -9,51 +9,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from seqrl import config as cfg
 from seqrl import runtime
+from seqrl.config import resolve_config
 from seqrl.errors import UserError
 from seqrl.loop import RunResult, map_seeds, run, run_keys, seed_keys
 from seqrl.runtime import configure_jax
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def resolve_config(
-    config: str | Path | dict | Any | None,
-    overrides: list[str] | dict | None = None,
-    resume: str | Path | None = None,
-):
-    """The config of a new run, or the saved config of the run being resumed.
-
-    A resumed run keeps its config: passing a config or overrides that differ is an error.
-    """
-    if resume is None:
-        if config is None:
-            raise UserError("a config is required (a YAML path, a dict or a config object)")
-        return cfg.load_config(config, overrides)
-    saved_path = Path(resume) / "config.yaml"
-    if not saved_path.is_file():
-        raise UserError(f"{resume} is not a run directory (it holds no config.yaml)")
-    saved = cfg.load_config(saved_path)
-    if config is None and not overrides:
-        return saved
-    wanted = cfg.load_config(saved if config is None else config, overrides)
-    a, b = _flatten(cfg.to_dict(saved)), _flatten(cfg.to_dict(wanted))
-    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    if diff:
-        raise UserError(
-            f"cannot resume {resume} with a different config (differs at {', '.join(diff)}); "
-            "a resumed run keeps its saved config"
-        )
-    return saved
 
 
 def train(
@@ -117,7 +77,7 @@ class Policy:
         ``target_return`` conditions return-conditioned agents (the Decision Transformer)."""
         extra = {}
         if target_return is not None:
-            if self.config.agent != "dt":
+            if not self.trainer.return_conditioned:
                 raise UserError(
                     f"--target-return applies to return-conditioned agents, not {self.config.agent}"
                 )
@@ -151,17 +111,12 @@ class Policy:
 
 def load(run_dir: str | Path, step: int | None = None) -> Policy:
     """Restores the latest (or ``step``) checkpoint of a run."""
-    from seqrl.checkpoint import Checkpointer
+    from seqrl.runs import open_run
 
     configure_jax()
-    run_dir = Path(run_dir)
-    conf = resolve_config(None, None, resume=run_dir)
-    trainer = cfg.agent_module(conf.agent).make_trainer(conf)
-    keys = seed_keys(conf.seed, conf.num_seeds)
-    abstract = jax.eval_shape(jax.vmap(trainer.init), keys)
-    checkpointer = Checkpointer(run_dir / "checkpoints")
-    state, meta = checkpointer.restore(abstract, step)
-    return Policy(run_dir, conf, trainer, state, int(meta["updates_done"]))
+    run = open_run(run_dir)
+    state, meta = run.restore(step)
+    return Policy(run.run_dir, run.config, run.trainer, state, int(meta["updates_done"]))
 
 
 __all__ = ["Policy", "RunResult", "load", "train"]

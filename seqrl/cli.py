@@ -200,10 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "train"], default="test", help="which tasks")
     p.add_argument(
         "--protocol",
-        choices=["meta-dt", "prompt-dt"],
+        choices=["meta-dt", "prompt-dt", "in-context"],
         default=None,
         help="few-shot prompts: the agent's own highest-error segment (meta-dt) or an expert "
-        "demo (prompt-dt); default: prompt-dt for Prompt-DT runs, else meta-dt",
+        "demo (prompt-dt); in-context PPO: trials (in-context); default: the run's own "
+        "(prompt-dt for Prompt-DT runs)",
     )
     p.add_argument(
         "--rounds", type=_positive_int, default=4, help="rounds of num_envs episodes per task"

@@ -27,11 +27,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqrl.data import DatasetMeta, Trajectories, check_output_path, save_dataset
+from seqrl import runs
+from seqrl.data import (
+    DatasetMeta,
+    Trajectories,
+    check_output_path,
+    rollout_trajectories,
+    save_dataset,
+)
 from seqrl.envs.core import NormalizeObservation
 from seqrl.envs.spaces import Discrete
 from seqrl.errors import UserError
 from seqrl.evaluate import episode_returns
+from seqrl.runs import Run
+from seqrl.trainer import Actor
 
 QUALITIES = ("expert", "medium", "mixed")
 MIXED_MEDIUM_FRACTION = 0.7
@@ -70,7 +79,7 @@ def _rows(mask: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def rollout(
-    trainer: Any,
+    actor: Actor,
     state: Any,
     key: jax.Array,
     num_envs: int,
@@ -85,12 +94,12 @@ def rollout(
     recorded as truncated at its last step). ``noise``: epsilon-random actions (discrete) or
     Gaussian noise of that std (continuous; actions are then clipped to the space).
     """
-    venv, params = trainer.parts["rollout_env"](state, num_envs)
+    venv, params = actor.env(state, num_envs)
     normalize = lambda obs: obs
     if isinstance(venv, NormalizeObservation):  # record raw observations, act on normalized ones
         normalize, venv = venv.stats.normalize, venv.env
     space = venv.action_space(params)
-    policy = trainer.parts["policy_step"](state, deterministic)
+    policy = actor.policy(state, deterministic)
 
     def perturb(action, key):
         if isinstance(space, Discrete):
@@ -150,7 +159,7 @@ def rollout(
     sample_action = jnp.zeros((n, *space.shape), action_dtype)
     init = {
         "key": key,
-        "carry": trainer.parts["network"].initialize_carry(n),
+        "carry": actor.initial_carry(n),
         "obs": obs,
         "first": jnp.ones(n, jnp.bool_),
         "env_state": env_state,
@@ -183,63 +192,15 @@ def rollout(
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Run:
-    """A run directory's config, trainer and kept checkpoints (restored one seed at a time)."""
-
-    run_dir: Path
-    config: Any
-    trainer: Any
-    steps: list[int]
-    checkpointer: Any
-    abstract: Any
-
-    def state(self, step: int, seed_index: int = 0) -> Any:
-        states, _ = self.checkpointer.restore(self.abstract, step)
-        return jax.tree.map(lambda x: x[seed_index], states)
-
-    @property
-    def num_tasks(self) -> int | None:
-        """Per-task runs (``tasks`` set): how many learners, one per task; else None."""
-        return self.trainer.parts.get("num_tasks")
-
-    @property
-    def single(self) -> Any:
-        """The trainer of ONE learner (a per-task run's learners share it)."""
-        return self.trainer.parts.get("single", self.trainer)
-
-    def task_indices(self) -> list[int]:
-        """Per-task runs: each learner's task as an index into the family's ``split("all")``
-        (training tasks first, then test tasks)."""
-        from seqrl.envs import make_raw
-
-        family = make_raw(self.config.env, **self.config.env_kwargs)
-        start = family.num_train if self.config.tasks == "test" else 0
-        return list(range(start, start + self.num_tasks))
-
-
 def open_run(run_dir: str | Path) -> Run:
-    from seqrl import config as cfg
-    from seqrl.api import resolve_config
-    from seqrl.checkpoint import Checkpointer
-    from seqrl.loop import seed_keys
-
-    run_dir = Path(run_dir)
-    conf = resolve_config(None, None, resume=run_dir)
-    trainer = cfg.agent_module(conf.agent).make_trainer(conf)
-    if not {"rollout_env", "policy_step", "network"} <= trainer.parts.keys():
+    """The run to collect from: it must act in an env (its trainer has an ``actor``)."""
+    run = runs.open_run(run_dir)
+    if run.trainer.single.actor is None:
         raise UserError(
-            f"run {run_dir} was trained by {conf.agent!r}, which does not act in an env; "
-            "collect needs an online agent (ppo)"
+            f"run {run.run_dir} was trained by {run.config.agent!r}, which does not act in an "
+            "env; collect needs an online agent (ppo)"
         )
-    if not (run_dir / "checkpoints").is_dir():
-        raise UserError(f"run {run_dir} has no checkpoints/ directory")
-    checkpointer = Checkpointer(run_dir / "checkpoints")
-    steps = [int(s) for s in checkpointer.steps()]
-    if not steps:
-        raise UserError(f"run {run_dir} has no checkpoint")
-    abstract = jax.eval_shape(jax.vmap(trainer.init), seed_keys(conf.seed, conf.num_seeds))
-    return Run(run_dir, conf, trainer, steps, checkpointer, abstract)
+    return run
 
 
 def _stack(states: list[Any]) -> Any:
@@ -278,7 +239,7 @@ def select_medium(run: Run, key: jax.Array, log: Callable[[str], None]) -> tuple
         any_state = jax.tree.map(lambda x: x[0], states)
         if run.num_tasks:  # a per-task run: the first task's learner
             any_state = jax.tree.map(lambda x: x[0], any_state)
-        venv, params = run.single.parts["rollout_env"](any_state, SELECTION_EPISODES)
+        venv, params = run.trainer.single.actor.env(any_state, SELECTION_EPISODES)
         space = venv.action_space(params)
 
         def random_policy(carry, obs, first, key):
@@ -351,7 +312,7 @@ def collect(
         raise UserError(f"run {run.run_dir} has no checkpoint {checkpoint}; kept: {kept}")
     latest_state = run.state(run.steps[-1])
     lane = jax.tree.map(lambda x: x[0], latest_state) if run.num_tasks else latest_state
-    venv, params = run.single.parts["rollout_env"](lane, 1)
+    venv, params = run.trainer.single.actor.env(lane, 1)
     action_space = venv.action_space(params)
     if isinstance(action_space, Discrete) and noise > 1:
         raise UserError(f"noise is an epsilon for discrete actions: must be <= 1, got {noise}")
@@ -381,7 +342,8 @@ def collect(
     num_envs = max(count for _, _, count in plan)
 
     def one_learner(state, key):
-        return rollout(run.single, state, key, num_envs, max_len, noise, deterministic)[0]
+        actor = run.trainer.single.actor
+        return rollout(actor, state, key, num_envs, max_len, noise, deterministic)[0]
 
     if run.num_tasks:
         tasks = run.task_indices()
@@ -519,8 +481,6 @@ def collect_scripted(
             _, traj, _ = family.rollout(tasks, sub, ("scripted", std), None, None)
             parts.append(traj)
             episode_metadata += [{"policy": role, "noise": std, "task": int(t)} for t in tasks]
-    from seqrl.meta_eval import rollout_trajectories
-
     host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     trajectories = rollout_trajectories(host, family.episode_length)
     n, length = host["rewards"].shape

@@ -25,8 +25,10 @@ AGENTS = {
     "ppo": "seqrl.agents.ppo",
     "dt": "seqrl.agents.dt",
     "meta_dt": "seqrl.agents.meta_dt",
-    "prompt_dt": "seqrl.agents.prompt_dt",
 }
+# former agents that are now presets of another: configs (and runs) that name them still load,
+# as the agent they became with the preset's keys under their own
+PRESETS = {"prompt_dt": ("meta_dt", {"meta": {"context": False, "prompt": "expert"}})}
 
 
 def option(
@@ -289,12 +291,11 @@ def load_config(source: str | Path | dict | Any, overrides: list[str] | dict | N
     else:
         data = read_config_file(source)
     data = apply_overrides(data, overrides or [])
-    cls = config_class(data.get("agent", "ppo"))
-    return from_dict(cls, data)
-
-
-def save_config(config: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    agent = data.get("agent", "ppo")
+    if isinstance(agent, str) and agent in PRESETS:
+        agent, preset = PRESETS[agent]
+        data = _deep_merge(preset, {**data, "agent": agent})
+    return from_dict(config_class(agent), data)
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
@@ -419,3 +420,43 @@ def agent_module(agent: str):
     """The module implementing ``agent`` (``Config`` and ``make_trainer``)."""
     config_class(agent)  # validates the name
     return importlib.import_module(AGENTS[agent])
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resolve_config(
+    config: str | Path | dict | Any | None,
+    overrides: list[str] | dict | None = None,
+    resume: str | Path | None = None,
+):
+    """The config of a new run, or the saved config of the run being resumed.
+
+    A resumed run keeps its config: passing a config or overrides that differ is an error.
+    """
+    if resume is None:
+        if config is None:
+            raise UserError("a config is required (a YAML path, a dict or a config object)")
+        return load_config(config, overrides)
+    saved_path = Path(resume) / "config.yaml"
+    if not saved_path.is_file():
+        raise UserError(f"{resume} is not a run directory (it holds no config.yaml)")
+    saved = load_config(saved_path)
+    if config is None and not overrides:
+        return saved
+    wanted = load_config(saved if config is None else config, overrides)
+    a, b = _flatten(to_dict(saved)), _flatten(to_dict(wanted))
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if diff:
+        raise UserError(
+            f"cannot resume {resume} with a different config (differs at {', '.join(diff)}); "
+            "a resumed run keeps its saved config"
+        )
+    return saved

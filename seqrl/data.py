@@ -513,12 +513,64 @@ def _info(metadata: dict, data_dir: Path, act_start: int) -> dict:
     return info
 
 
+# ---------------------------------------------------------------------------------------------
+# Multi-task datasets (task families)
+# ---------------------------------------------------------------------------------------------
+
+
+def episode_tasks(meta, path: str) -> np.ndarray:
+    """The task of each episode of a multi-task dataset (global indices into the family's
+    ``split("all")``)."""
+    tasks = meta.info.get("episode_tasks")
+    if tasks is None:
+        raise UserError(
+            f"dataset {path}: its episodes carry no task (info 'episode_tasks'); collect it from "
+            "a per-task PPO run (config key 'tasks')"
+        )
+    return np.asarray(tasks, np.int64)
+
+
+def load_meta_dataset(path: str, family, split: str):
+    """(trajectories of the ``split`` tasks' episodes, their global task indices)."""
+    traj, meta = load_dataset(path)
+    tasks = episode_tasks(meta, path)
+    lo, hi = (0, family.num_train) if split == "train" else (family.num_train, None)
+    hi = family.num_train + family.num_test if hi is None else hi
+    keep = np.nonzero((tasks >= lo) & (tasks < hi))[0]
+    if keep.size == 0:
+        raise UserError(f"dataset {path} holds no episode of a {split} task")
+    traj = jax.tree.map(lambda x: np.asarray(x)[keep], traj)
+    return traj, tasks[keep], meta
+
+
+def rollout_trajectories(traj: dict, length: int):
+    """A :func:`seqrl.evaluate.lane_rollout`'s (or a host family's) ``traj`` dict as padded
+    ``seqrl.data.Trajectories``: steps after an episode's end zeroed, an episode that stopped
+    before ``length`` (the family's time limit) terminated, one that reached it truncated."""
+    valid = jnp.asarray(traj["valid"])
+    lengths = valid.sum(1).astype(jnp.int32)
+    last = jnp.arange(valid.shape[1])[None] == (lengths - 1)[:, None]
+    pad = lambda x: jnp.asarray(x) * valid.reshape(valid.shape + (1,) * (jnp.ndim(x) - 2))
+    return Trajectories(
+        obs=pad(traj["obs"]),
+        actions=pad(traj["actions"]),
+        rewards=pad(traj["rewards"]),
+        terminated=last & (lengths < length)[:, None],
+        truncated=last & (lengths == length)[:, None],
+        lengths=lengths,
+        final_obs=jnp.asarray(traj["next_obs"])[jnp.arange(lengths.shape[0]), lengths - 1],
+    )
+
+
 __all__ = [
     "DatasetMeta",
     "Trajectories",
     "check_output_path",
+    "episode_tasks",
     "load_dataset",
+    "load_meta_dataset",
     "minari_root",
     "resolve_dataset",
+    "rollout_trajectories",
     "save_dataset",
 ]

@@ -1,4 +1,6 @@
-"""On-device evaluation: run vectorized episodes with a policy until each has finished one."""
+"""On-device rollouts: vectorized episodes under a policy until each has finished one
+(:func:`episode_returns`), and one episode per lane of a task family's tasks
+(:func:`lane_rollout`)."""
 
 from __future__ import annotations
 
@@ -82,3 +84,42 @@ def episode_returns(
     if episodes_per_trial:
         out["episode_returns"] = final["per_episode"]
     return out
+
+
+def lane_params(family, tasks, per_task: int):
+    """Single-task params for ``per_task`` lanes of each task (task-major)."""
+    rep = jax.tree.map(lambda x: jnp.repeat(x, per_task, axis=0), tasks)
+    return family.single_task_params(rep)
+
+
+def lane_rollout(family, params, key, act, observe, carry, length: int):
+    """One episode per lane, ``length`` steps at most (jittable). ``act(carry, obs, t, key) ->
+    (carry, action)``; ``observe(carry, action, reward, next_obs) -> carry``. Returns the carry,
+    the trajectories ``{obs, actions, rewards, next_obs, valid}`` ([lanes, length, ...]) and
+    ``returns`` [lanes]."""
+    lanes = jax.tree.leaves(params)[0].shape[0]
+    key, reset_key = jax.random.split(key)
+    obs, state = jax.vmap(family.reset)(jax.random.split(reset_key, lanes), params)
+
+    def step(c, t):
+        carry, obs, state, alive, key = c
+        key, act_key, step_key = jax.random.split(key, 3)
+        carry, action = act(carry, obs, t, act_key)
+        next_obs, state, reward, term, trunc, _ = jax.vmap(family.step)(
+            jax.random.split(step_key, lanes), state, action, params
+        )
+        carry = observe(carry, action, reward, next_obs)
+        rec = {
+            "obs": obs,
+            "actions": action,
+            "rewards": reward * alive,
+            "next_obs": next_obs,
+            "valid": alive,
+        }
+        alive = alive * (1.0 - jnp.logical_or(term, trunc).astype(jnp.float32))
+        return (carry, next_obs, state, alive, key), rec
+
+    init = (carry, obs, state, jnp.ones(lanes), key)
+    (carry, *_), traj = jax.lax.scan(step, init, jnp.arange(length))
+    traj = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), traj)
+    return carry, traj, traj["rewards"].sum(1)

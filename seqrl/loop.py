@@ -33,59 +33,10 @@ import numpy as np
 
 from seqrl import config as cfg
 from seqrl import distributed, runtime
-from seqrl.distributed import DataAxis
 from seqrl.errors import ConfigError, NonFiniteError, UserError
 from seqrl.files import ensure_free_space, ensure_writable_dir, write_json_atomic, write_text_atomic
 from seqrl.runtime import configure_jax, versions
-
-
-@dataclasses.dataclass(frozen=True)
-class Trainer:
-    """What an agent gives the loop (all functions are pure, for one seed).
-
-    ``init(key) -> state``; ``update(state) -> (state, metrics)`` where metrics is a dict of
-    scalars including ``episode_return`` (NaN when no episode ended), the loss (``loss`` and/or
-    ``*_loss``) and the gradient norm ``grad_norm`` (the loop stops on a non-finite one, or on
-    a non-finite ``state.params``); ``evaluate(state, key, num_episodes, deterministic) ->
-    {"returns": [num_episodes], ...}`` (in-context envs add ``"episode_returns":
-    [num_episodes, episodes_per_trial]``).
-    """
-
-    init: Callable[[jax.Array], Any]
-    update: Callable[..., tuple[Any, dict]]
-    evaluate: Callable[[Any, jax.Array, int, bool], dict]
-    num_updates: int
-    steps_per_update: int
-    # what an update consumes: "env_steps" (online) or "samples" (offline, from `data`)
-    unit: str = "env_steps"
-    # device arrays every update reads (an offline dataset): passed to ``update(state, data)``
-    # as an argument of the compiled program, never baked into it or checkpointed
-    data: Any = None
-    # the agent's own pieces (e.g. PPO's network, collect, advantages) for tests and notebooks
-    parts: dict = dataclasses.field(default_factory=dict)
-    # True when ``evaluate`` steps a host-side env (Meta-World) and so cannot be jitted: the
-    # loop calls it seed by seed on concrete states
-    host_evaluate: bool = False
-    # the axis sharded across devices when they do not divide num_seeds (PPO's env batch);
-    # None: only the seeds can be sharded (see seqrl/distributed.py)
-    data_axis: DataAxis | None = None
-
-
-def train_fn(trainer: Trainer) -> Callable[[jax.Array], tuple[Any, dict]]:
-    """``train(key) -> (state, metrics[num_updates])``: the whole run in one jittable call."""
-
-    def train(key: jax.Array):
-        state = trainer.init(key)
-        step = _update_fn(trainer, trainer.data)
-        return jax.lax.scan(lambda s, _: step(s), state, None, trainer.num_updates)
-
-    return train
-
-
-def _update_fn(trainer: Trainer, data: Any) -> Callable[[Any], tuple[Any, dict]]:
-    if trainer.data is None:
-        return trainer.update
-    return lambda state: trainer.update(state, data)
+from seqrl.trainer import Trainer, train_fn, update_fn  # noqa: F401  (train_fn: the API)
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -141,7 +92,7 @@ def make_chunk(trainer: Trainer, num_updates: int, *, variable: bool = False):
 
     def chunk(states, data, length=None):
         def per_seed(state):
-            step = _update_fn(trainer, data)
+            step = update_fn(trainer, data)
 
             def update(s):
                 s, metrics = step(s)

@@ -1,4 +1,4 @@
-"""Return and advantage estimators shared by the online agents."""
+"""Return and advantage estimators shared by the agents."""
 
 from __future__ import annotations
 
@@ -40,3 +40,11 @@ def gae(
         backward, jnp.zeros_like(values[0]), (deltas, not_done), reverse=True
     )
     return advantages, advantages + values
+
+
+def returns_to_go(rewards: jax.Array, lengths: jax.Array) -> jax.Array:
+    """``rtg[n, t] = sum_{t' >= t} r[n, t']`` over the valid steps ``t < lengths[n]`` of padded
+    ``rewards[N, L]`` (zero past the end)."""
+    valid = jnp.arange(rewards.shape[1])[None, :] < lengths[:, None]
+    r = jnp.where(valid, rewards, 0.0)
+    return jnp.where(valid, jnp.cumsum(r[:, ::-1], axis=1)[:, ::-1], 0.0)

@@ -182,10 +182,10 @@ MUTANTS = [
     M(
         "dt-returns-to-go",
         "returns-to-go are summed forward in time",
-        "agents/dt.py",
+        "seqrl/returns.py",
         "jnp.cumsum(r[:, ::-1], axis=1)[:, ::-1]",
         "jnp.cumsum(r, axis=1)",
-        ("tests/test_dt.py",),
+        ("tests/test_dt.py", "tests/test_meta.py"),
     ),
     M(
         "dt-rtg-not-decremented",
@@ -215,9 +215,9 @@ MUTANTS = [
     M(
         "meta-z-acting",
         "Meta-DT acts with a zero task vector instead of its context's",
-        "seqrl/meta_eval.py",
-        "z = self.encode(state.wm_params, ctx, (lanes,))",
-        "z = 0 * self.encode(state.wm_params, ctx, (lanes,))",
+        "agents/meta_acting.py",
+        "z = self.encode(state.wm_params, ctx, (n,))",
+        "z = 0 * self.encode(state.wm_params, ctx, (n,))",
         ("tests/test_meta.py",),
     ),
     M(
@@ -239,7 +239,7 @@ MUTANTS = [
     M(
         "prompt-argmin",
         "the self-guided prompt picks the window of least world-model error",
-        "seqrl/meta_eval.py",
+        "agents/meta_acting.py",
         "return jnp.argmax(window_sums(errors, k), axis=-1)",
         "return jnp.argmin(window_sums(errors, k), axis=-1)",
         ("tests/test_meta.py",),
@@ -247,9 +247,9 @@ MUTANTS = [
     M(
         "prompt-few-shot-ignored",
         "few-shot evaluation forgets the prompt it chose",
-        "seqrl/meta_eval.py",
-        'return run(fns["self_guided_prompt"](traj, key_few), key_few)[2]',
-        'return run(fns["empty_prompt"](), key_few)[2]',
+        "agents/meta_acting.py",
+        "return run(fns.self_guided_prompt(traj, key_few), key_few)[2]",
+        "return run(fns.empty_prompt(), key_few)[2]",
         ("tests/test_meta.py",),
     ),
     M(
@@ -271,7 +271,7 @@ MUTANTS = [
     M(
         "meta-dataset-split",
         "Meta-DT reads every task's episodes, held-out ones included",
-        "agents/meta_dt.py",
+        "seqrl/data.py",
         "keep = np.nonzero((tasks >= lo) & (tasks < hi))[0]",
         "keep = np.arange(len(tasks))",
         ("tests/test_meta.py",),

@@ -47,7 +47,7 @@ def _episode_checkpoints(path: Path) -> list[int]:
 def test_rollout_matches_the_envs_own_returns_and_lengths(run_dir):
     r = open_run(run_dir)
     assert r.steps == [4, 8, 12, 16]
-    fn = jax.jit(lambda s, k: rollout(r.trainer, s, k, 8, 500))
+    fn = jax.jit(lambda s, k: rollout(r.trainer.actor, s, k, 8, 500))
     traj, env_returns = jax.tree.map(np.asarray, fn(r.state(16), jax.random.PRNGKey(3)))
     n, lengths = 8, traj.lengths
     assert traj.obs.shape == (n, 500, 4) and traj.actions.shape == (n, 500)
@@ -67,7 +67,7 @@ def test_rollout_matches_the_envs_own_returns_and_lengths(run_dir):
     assert not np.array_equal(traj.final_obs, traj.obs[np.arange(n), lengths - 1])
 
     # epsilon = 1: every action uniformly random, whatever the (deterministic) policy says
-    noisy = jax.jit(lambda s, k: rollout(r.trainer, s, k, 8, 500, 1.0, deterministic=True))
+    noisy = jax.jit(lambda s, k: rollout(r.trainer.actor, s, k, 8, 500, 1.0, deterministic=True))
     traj, _ = jax.tree.map(np.asarray, noisy(r.state(16), jax.random.PRNGKey(3)))
     actions = traj.actions[np.arange(500)[None] < traj.lengths[:, None]]
     assert len(actions) > 60 and 0.3 < actions.mean() < 0.7
@@ -218,7 +218,7 @@ def test_continuous_noise_is_clipped_and_long_episodes_are_cut():
     config = cfg.load_config(CARTPOLE, ["env=gymnax/Pendulum-v1", *TINY])
     trainer = cfg.agent_module("ppo").make_trainer(config)
     state = trainer.init(jax.random.PRNGKey(0))
-    fn = jax.jit(lambda s, k: rollout(trainer, s, k, 4, 50, noise=5.0))
+    fn = jax.jit(lambda s, k: rollout(trainer.actor, s, k, 4, 50, noise=5.0))
     traj, env_returns = jax.tree.map(np.asarray, fn(state, jax.random.PRNGKey(1)))
     assert traj.actions.shape == (4, 50, 1) and traj.actions.dtype == np.float32
     assert np.abs(traj.actions).max() == 2.0 and (np.abs(traj.actions) == 2.0).mean() > 0.3

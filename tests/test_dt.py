@@ -12,6 +12,7 @@ import pytest
 from seqrl import config as cfg
 from seqrl.agents import dt
 from seqrl.data import Trajectories
+from seqrl.returns import returns_to_go
 
 TINY = {
     "agent": "dt",
@@ -44,7 +45,7 @@ def _trajectories(n=6, max_len=12, obs_dim=4, seed=0):
 
 def test_returns_to_go_by_hand():
     rewards = jnp.array([[1.0, 2.0, 3.0, 9.0]])
-    np.testing.assert_allclose(dt.returns_to_go(rewards, jnp.array([3])), [[6, 5, 3, 0]])
+    np.testing.assert_allclose(returns_to_go(rewards, jnp.array([3])), [[6, 5, 3, 0]])
 
 
 def test_window_at_episode_start_middle_and_end():
@@ -169,7 +170,7 @@ def test_dt_gets_the_return_it_is_asked_for(head):
     np.testing.assert_allclose(returns.mean(1), TARGETS, atol=0.5)
     # the action distribution as evaluation sees it: the head's own kind
     windows = dt.sample_batch(jax.random.key(1), trainer.data, 16, 4)
-    dist = jax.jit(trainer.parts["action_distribution"])(state, windows)
+    dist = jax.jit(trainer.internals.action_distribution)(state, windows)
     np.testing.assert_allclose(dist.probs().sum(-1), 1.0, atol=1e-5)
     assert (dist.coefficients is not None) == (head == "fourier")
 

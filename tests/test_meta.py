@@ -9,6 +9,7 @@ import pytest
 
 from seqrl import config as cfg
 from seqrl.agents import meta_dt
+from seqrl.agents.meta_acting import max_error_start, window_sums
 from seqrl.agents.world_model import (
     Context,
     WorldModel,
@@ -17,19 +18,13 @@ from seqrl.agents.world_model import (
     train_world_model,
 )
 from seqrl.cli import main
+from seqrl.data import load_meta_dataset, rollout_trajectories
 from seqrl.envs import make_raw, make_vec
 from seqrl.envs.meta import PointRobot
 from seqrl.errors import ConfigError, UserError
-from seqrl.meta_eval import (
-    lane_params,
-    max_error_start,
-    parse_mode,
-    random_episodes,
-    reference_returns,
-    rollout,
-    rollout_trajectories,
-    window_sums,
-)
+from seqrl.evaluate import lane_params
+from seqrl.evaluate import lane_rollout as rollout
+from seqrl.meta_eval import parse_mode, random_episodes, reference_returns
 
 pytestmark = pytest.mark.xdist_group("meta")  # one worker builds the tiny Meta-DT once
 
@@ -208,7 +203,7 @@ def tiny_meta_dt():
 
 def _lanes(agent, state):
     """The acting functions of the tiny Meta-DT on the held-out goals (2 goals x 2 lanes)."""
-    return agent._policy(state, "test", True, None)
+    return agent.acting(state, "test", True, None)
 
 
 def test_self_guided_prompt_is_the_planted_max_error_window(tiny_meta_dt):
@@ -216,7 +211,7 @@ def test_self_guided_prompt_is_the_planted_max_error_window(tiny_meta_dt):
     s..s+2 (a different s per lane): the prompt is exactly that segment, its states
     normalized, its returns-to-go those of the episode from there, its timesteps s..s+2."""
     trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
-    fns = _lanes(trainer.parts["meta_agent"], state)
+    fns = _lanes(trainer.meta, state)
     test = tiny_meta_dt["test"]  # 6 episodes (3 per held-out goal): use 4, one per lane
     starts = np.array([0, 5, 11, 17])  # 17 = the last full window of 20 steps
     rewards = np.asarray(test.rewards)[:4].copy()
@@ -231,7 +226,7 @@ def test_self_guided_prompt_is_the_planted_max_error_window(tiny_meta_dt):
         "next_obs": jnp.asarray(np.concatenate([obs[:, 1:], final[:, None]], 1)),
         "valid": jnp.ones((4, 20)),
     }
-    prompt = jax.jit(fns["self_guided_prompt"])(traj, jax.random.PRNGKey(0))
+    prompt = jax.jit(fns.self_guided_prompt)(traj, jax.random.PRNGKey(0))
     rows = np.arange(4)[:, None]
     idx = starts[:, None] + np.arange(3)
     np.testing.assert_array_equal(np.asarray(prompt.timesteps), idx)
@@ -250,16 +245,16 @@ def test_few_shot_is_a_zero_shot_episode_then_its_max_error_prompt(tiny_meta_dt)
     differ from zero-shot (the prompt is read); the task vector z the agent acted on at the end
     of its episode is the one training computes for the same history (same context window)."""
     trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
-    agent = trainer.parts["meta_agent"]
+    agent = trainer.meta
     family = agent.family
     fns = _lanes(agent, state)
 
     def replay(key):
         run = lambda prompt: rollout(
-            family, fns["params"], key, fns["act"], fns["observe"], fns["initial_carry"](prompt), 20
+            family, fns.params, key, fns.act, fns.observe, fns.initial_carry(prompt), 20
         )
-        carry, first, zero = run(fns["empty_prompt"]())
-        _, _, few = run(fns["self_guided_prompt"](first, key))
+        carry, first, zero = run(fns.empty_prompt())
+        _, _, few = run(fns.self_guided_prompt(first, key))
         return carry["z"], first, zero, few
 
     z_acted, first, zero, few = jax.jit(replay)(jax.random.PRNGKey(5))
@@ -282,7 +277,7 @@ def test_training_windows_carry_the_z_of_their_steps(tiny_meta_dt):
     timesteps (zero on padding), and every prompt comes from the window's own task."""
     trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
     data = trainer.data
-    win, z, prompt = jax.jit(lambda k: trainer.parts["sample"](k, data, 32, state))(
+    win, z, prompt = jax.jit(lambda k: trainer.internals.sample(k, data, 32, state))(
         jax.random.PRNGKey(3)
     )
     win, z, prompt = jax.tree.map(np.asarray, (win, z, prompt))
@@ -307,8 +302,8 @@ def test_the_model_reads_z_at_its_step_and_a_masked_prompt_is_no_prompt(tiny_met
     action and nothing before it (causal); a prompt whose mask is 0 (the warm-up) gives the
     same actions as no prompt at all, and a real prompt changes them."""
     trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
-    model = trainer.parts["model"]
-    sample = jax.jit(lambda k: trainer.parts["sample"](k, trainer.data, 8, state))
+    model = trainer.internals.model
+    sample = jax.jit(lambda k: trainer.internals.sample(k, trainer.data, 8, state))
     win, z, prompt = sample(jax.random.PRNGKey(4))
     win = win.replace(mask=np.ones(win.mask.shape, np.float32))  # every step real
     prompt = prompt.replace(mask=np.ones(prompt.mask.shape, np.float32))
@@ -339,7 +334,7 @@ def test_multitask_datasets_split_by_the_tasks_of_their_episodes(tmp_path):
     meta = DatasetMeta("meta/PointRobot", family.observation_space(None), space, info=info)
     path = save_dataset(tmp_path / "point-v0", traj, meta)
     for split, wanted in (("train", {0, 1, 2, 3}), ("test", {4, 5})):
-        got, got_tasks, _ = meta_dt.load_meta_dataset(str(path), family, split)
+        got, got_tasks, _ = load_meta_dataset(str(path), family, split)
         assert set(got_tasks.tolist()) == wanted and len(got_tasks) == 2 * len(wanted)
         for t in wanted:  # each episode arrives with its own task's rewards
             rows = np.flatnonzero(got_tasks == t)
@@ -401,8 +396,11 @@ def test_config_errors():
         cfg.load_config({"agent": "ppo", "env": "gymnax/CartPole-v1", "tasks": "train"})
     with pytest.raises(ConfigError, match="prompt_dataset"):
         cfg.load_config({**TINY, "meta": {"prompt": "expert"}})
-    with pytest.raises(ConfigError, match="Prompt-DT"):
-        cfg.load_config({**TINY, "agent": "prompt_dt", "prompt_dataset": "x", "meta": {}})
+    # Prompt-DT is a preset of meta_dt: configs and runs that name the former agent still load
+    preset = cfg.load_config({**TINY, "agent": "prompt_dt", "prompt_dataset": "x", "meta": {}})
+    assert preset.agent == "meta_dt" and not preset.meta.context and preset.meta.prompt == "expert"
+    with pytest.raises(ConfigError, match="prompt_dataset"):
+        cfg.load_config({**TINY, "agent": "prompt_dt"})
     with pytest.raises(ConfigError, match="meta.prompt"):
         cfg.load_config({**TINY, "meta": {"prompt": "best"}})
 

@@ -165,9 +165,9 @@ def test_minibatches_partition_the_rollout_and_normalize_its_advantages(backbone
     )
     carry = jax.tree.map(
         lambda c: c + jnp.arange(envs, dtype=c.dtype).reshape(-1, *[1] * (c.ndim - 1)),
-        trainer.parts["network"].initialize_carry(envs),
+        trainer.internals.network.initialize_carry(envs),
     )
-    carries, batches = jax.jit(trainer.parts["minibatches"])(jax.random.key(1), carry, batch)
+    carries, batches = jax.jit(trainer.internals.minibatches)(jax.random.key(1), carry, batch)
     ids = np.asarray(batches.obs[..., 1])  # [minibatch, T', samples]
     assert ids.shape[0] == 4 and sorted(ids.reshape(-1).tolist()) == list(range(steps * envs))
     np.testing.assert_array_equal(np.asarray(batches.log_prob), ids)  # fields stay together

@@ -30,7 +30,8 @@ def test_bootstrap_values_continue_the_carry_without_reset(backbone):
         ],
     )
     trainer = ppo.make_trainer(conf)
-    net, collect, advantages = (trainer.parts[k] for k in ("network", "collect", "advantages"))
+    parts = trainer.internals
+    net, collect, advantages = parts.network, parts.collect, parts.advantages
     state = jax.jit(trainer.init)(jax.random.PRNGKey(3))
     start_carry = state.carry
     state, traj = jax.jit(collect)(state)

@@ -34,7 +34,8 @@ from seqrl.cli import main
 from seqrl.data import DatasetMeta, load_dataset, save_dataset
 from seqrl.envs.spaces import Box, Discrete
 from seqrl.errors import NonFiniteError, UserError
-from seqrl.loop import Trainer, nonfinite, run
+from seqrl.loop import nonfinite, run
+from seqrl.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 CARTPOLE = "configs/ppo/cartpole.yaml"
