@@ -35,7 +35,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.common import ROOT, load_average, machine, seqrl_revision
+from benchmarks.common import ROOT, find_section, load_average, machine, seqrl_revision
 
 DOC = ROOT / "docs" / "benchmarks.md"
 DOCS = ROOT / "docs" / "benchmarks"
@@ -105,11 +105,8 @@ def _render(suite: str, report: dict) -> str:
 def doc_section(heading: str) -> str:
     """The section of docs/benchmarks.md under ``heading`` (as the suite's script wrote it)."""
     text = DOC.read_text()
-    start = text.find(heading)
-    if start < 0:
-        return ""
-    end = text.find("\n## ", start + len(heading))
-    return text[start : None if end < 0 else end].rstrip() + "\n"
+    span = find_section(text, heading)
+    return "" if span is None else text[span[0] : span[1]].rstrip() + "\n"
 
 
 def run_suite(suite: str, quick: bool, out: Path) -> dict:
@@ -224,10 +221,9 @@ def render_index(suites: list[dict]) -> str:
 
 def write_index(section: str) -> None:
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    start = text.find(INDEX)
-    if start >= 0:
-        end = text.find("\n## ", start + len(INDEX))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
+    span = find_section(text, INDEX)
+    if span:
+        text = text[: span[0]] + section + text[span[1] :]
     else:
         first = text.find("\n## ")
         head, rest = (text, "") if first < 0 else (text[: first + 1], text[first + 1 :])

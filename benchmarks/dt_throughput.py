@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +33,18 @@ import numpy as np
 
 from benchmarks.common import (
     ROOT,
+    bench_workdir,
     load_average,
-    machine,
+    observed_and_notes,
+    print_run,
     ratio_table,
-    replace_section,
-    seqrl_revision,
+    run_header,
+    run_process,
+    save_report,
+    versions_text,
 )
-from benchmarks.ppo_cartpole import dumps, ensure_venv
+from benchmarks.ppo_cartpole import ensure_venv, write_doc
 
-DOC = ROOT / "docs" / "benchmarks.md"
 DOC_JSON = ROOT / "docs" / "benchmarks" / "dt_throughput.json"
 SECTION = "## Decision Transformer training throughput: seqrl vs PyTorch"
 COMMAND = ".venv/bin/python -m benchmarks.dt_throughput"
@@ -174,45 +174,11 @@ def worker_command(name: str, python: Path, data: Path, out: Path, quick: bool) 
 
 def run_worker(name: str, cmd: list[str], workdir: Path, timeout: float) -> dict[str, Any]:
     """Runs one worker to the end; its result plus the process's wall time, peak RSS, load."""
-    import json
-
     out = Path(cmd[-1])
     log = workdir / f"{name}.log"
     cpus = RUNS[name][2].get("cpus")
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env["SEQRL_COMPILE_CACHE"] = "0"
-    load_before = load_average()
-    print(f"[run] {name} (load {load_before[0]}; log: {log})", flush=True)
-    start = time.perf_counter()
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-        )
-        deadline = start + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-    code = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if code != 0 or not out.exists():
-        tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
-        sys.exit(f"[run] {name} failed (exit {code}) after {wall:.0f} s:\n{tail}")
-    result = json.loads(out.read_text())
-    result["process_wall_seconds"] = round(wall, 2)
-    result["process_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
-    result["load_before"] = load_before
-    result["load_after"] = load_average()
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    result, _ = run_process(name, cmd, out, log, timeout, preexec_fn=pin)  # compiles cold
     result["cpus"] = sorted(cpus) if cpus else "all"
     result["command"] = " ".join(Path(c).name if c.startswith("/") else c for c in cmd)
     print(f"[run] {name}: {result['samples_per_second']:,.0f} samples/s", flush=True)
@@ -327,9 +293,8 @@ def facts(report: dict) -> list[str]:
 def markdown(report: dict, notes: str) -> str:
     m, results = report["machine"], report["results"]
     cont = results["seqrl-continuous"]["param_breakdown"]
-    versions = "; ".join(
-        f"{peer}: " + ", ".join(f"{k} {v}" for k, v in results[f"{peer}-continuous"][key].items())
-        for peer, key in (("seqrl", "versions"), ("torch", "versions"))
+    versions = versions_text(
+        {p: results[f"{p}-continuous"]["versions"] for p in ("seqrl", "torch")}
     )
     torch_threads = results["torch-continuous"]["threads"]
     d = report["dataset"]
@@ -382,26 +347,7 @@ What each side runs:
 - *peak RSS*: `ru_maxrss` of the worker's process.
 - Versions: {versions}.
 
-Observed in this run:
-{chr(10).join("- " + f for f in facts(report))}
-
-{NOTES_START}
-{notes.strip()}
-{NOTES_END}
-"""
-
-
-def old_notes() -> str:
-    """The hand-written notes block of this section in docs/benchmarks.md (kept on re-runs)."""
-    text = DOC.read_text() if DOC.exists() else ""
-    start = text.find(SECTION)
-    if start < 0:
-        return ""
-    end = text.find("\n## ", start + len(SECTION))
-    section = text[start : None if end < 0 else end]
-    if NOTES_START in section and NOTES_END in section:
-        return section.split(NOTES_START, 1)[1].split(NOTES_END, 1)[0]
-    return ""
+{observed_and_notes(facts(report), (NOTES_START, NOTES_END), notes)}"""
 
 
 def main() -> None:
@@ -412,9 +358,7 @@ def main() -> None:
     args = parser.parse_args()
     names = QUICK_RUNS if args.quick else tuple(RUNS)
     timeout = args.timeout or (300.0 if args.quick else 900.0)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    workdir = ROOT / "runs" / "bench" / f"dt_throughput-{stamp}{'-quick' if args.quick else ''}"
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = bench_workdir("dt_throughput", args.quick)
 
     # SETUP the PyTorch venv and the dataset before any timing starts
     pythons = {"seqrl": Path(sys.executable), "torch": ensure_venv("sb3", workdir)}
@@ -425,11 +369,7 @@ def main() -> None:
     # RUN the workers one after another
     report: dict[str, Any] = {
         "benchmark": "dt_throughput",
-        "quick": args.quick,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": COMMAND + (" --quick" if args.quick else ""),
-        "seqrl_revision": seqrl_revision(),
-        "machine": machine(),
+        **run_header(COMMAND, args.quick),
         "dataset": dataset,
         "load_before": load_average(),
     }
@@ -447,21 +387,11 @@ def main() -> None:
     report["ratios"] = ratios(results)
     report["results"] = results
 
-    print()
-    print(table(report))
-    print()
-    for line in facts(report):
-        print("- " + line)
+    print_run(table(report), facts(report))
 
-    json_path = workdir / "dt_throughput.json" if args.quick else DOC_JSON
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(dumps(report) + "\n")
-    print(f"\nresults: {json_path.relative_to(ROOT)}")
-    if args.json:
-        args.json.write_text(dumps(report) + "\n")
+    save_report(report, workdir / "dt_throughput.json" if args.quick else DOC_JSON, args.json)
     if not args.quick:
-        replace_section(DOC, SECTION, markdown(report, old_notes()))
-        print(f"table: {DOC.relative_to(ROOT)}")
+        write_doc(report, SECTION, (NOTES_START, NOTES_END), markdown)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""The Fourier head's "gmm2" toy (Gillman et al. 2024, REFERENCE.md 4): linear vs Fourier head.
+"""The Fourier head's "gmm2" toy (Gillman et al. 2024): linear vs Fourier head.
+
+The toy and its metrics are those of Gillman et al., "Fourier Head: Helping Large Language
+Models Learn Complex Probability Distributions" (2024).
 
     .venv/bin/python -m benchmarks.fourier_toy            # 3 seeds, 500 epochs: docs/results.md
     .venv/bin/python -m benchmarks.fourier_toy --quick    # 3 seeds, 20 epochs, no docs

@@ -12,8 +12,10 @@
    its three ablations (no context, no prompt, random prompt), and, where the env runs in JAX,
    the online in-context S5-PPO across the training tasks;
 4. ``eval-meta`` zero-shot and few-shot on the held-out tasks;
-5. a results table (raw and normalized returns) and the paper's claims checked, into
-   docs/results.md and docs/benchmarks/meta_<family>.json.
+5. a results table (raw and normalized returns) and the claims of the Meta-DT paper (Wang et
+   al., "Meta-DT: Offline Meta-RL as Conditional Sequence Modeling with World Model
+   Disentanglement", NeurIPS 2024) checked, into docs/results.md and
+   docs/benchmarks/meta_<family>.json.
 
 Everything goes under ``--out`` (default runs/meta-<family>); an interrupted pipeline resumes
 where it stopped. ``--quick`` shrinks every budget (a smoke test of the pipeline, not a result).
@@ -133,47 +135,40 @@ def render(family: str = "point-robot") -> None:
     replace_section(Path("docs/results.md"), fam.heading, _markdown(fam, report))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("family", choices=sorted(FAMILIES), help="task family")
-    parser.add_argument("--out", type=Path, default=None, help="default runs/meta-<family>")
-    parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes per task collected")
-    args = parser.parse_args(argv)
-    fam = FAMILIES[args.family]
+class Steps:
+    """Runs the pipeline's named steps, timing each (``timings``: name -> seconds) and printing
+    the time it took."""
 
-    import seqrl
-    from seqrl.collection import collect, collect_scripted
-    from seqrl.meta_eval import eval_meta
+    def __init__(self, family: str) -> None:
+        self.family = family
+        self.timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    out = args.out or Path(f"runs/meta-{fam.key}")
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    quick_ppo = dict(fam.quick_ppo) if args.quick else {}
-    quick_dt = QUICK_DT if args.quick else {}
-    quick_online = dict(fam.quick_online) if args.quick else {}
-    episodes = 2 if args.quick else (args.episodes or fam.episodes)
-
-    def train(config: Path, run_dir: Path, **overrides):
-        """Trains into ``run_dir``, or finishes a run an interrupted pipeline left there."""
-        if (run_dir / "summary.json").exists():
-            return None
-        if (run_dir / "checkpoints").exists():
-            return seqrl.train(None, resume=run_dir, progress=False)
-        return seqrl.train(str(config), run_dir=run_dir, progress=False, **overrides)
-
-    def step(name, fn):
+    def __call__(self, name: str, fn):
         t = time.perf_counter()
         result = fn()
-        timings[name] = round(time.perf_counter() - t, 1)
-        print(f"[meta-{fam.key}] {name}: {timings[name]} s", flush=True)
+        self.timings[name] = round(time.perf_counter() - t, 1)
+        print(f"[meta-{self.family}] {name}: {self.timings[name]} s", flush=True)
         return result
 
-    # 1. data sources, 2. data
+
+def train(config: Path, run_dir: Path, **overrides):
+    """Trains into ``run_dir``, or finishes a run an interrupted pipeline left there."""
+    import seqrl
+
+    if (run_dir / "summary.json").exists():
+        return None
+    if (run_dir / "checkpoints").exists():
+        return seqrl.train(None, resume=run_dir, progress=False)
+    return seqrl.train(str(config), run_dir=run_dir, progress=False, **overrides)
+
+
+def collect_data(fam: Family, out: Path, episodes: int, step: Steps, quick_ppo: dict):
+    """1. data sources, 2. data: the medium and expert datasets under ``out`` (from the
+    family's scripted policy, or from one PPO run over all tasks), made where missing."""
+    from seqrl.collection import collect, collect_scripted
+
     medium = out / f"{fam.dataset_stem}-medium-v0"
     expert = out / f"{fam.dataset_stem}-expert-v0"
-    env_kwargs = {}
     if fam.scripted_env:
         from seqrl.api import resolve_config
 
@@ -199,8 +194,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"collect {quality}",
                     lambda q=quality, p=path: collect(experts, episodes, p, quality=q),
                 )
+    return medium, expert
 
-    # 3. agents, 4. evaluation
+
+def agent_rows(fam: Family, out: Path, medium: Path, expert: Path, step: Steps, quick: bool):
+    """3. agents, 4. evaluation: trains each offline agent (and the online one, where the
+    family has it) where missing, and evaluates it zero-shot and few-shot; a row per agent."""
+    from seqrl.meta_eval import eval_meta
+
+    quick_dt = QUICK_DT if quick else {}
     rows = []
     for label, name, protocol in OFFLINE:
         run_dir = out / name.removesuffix(".yaml")
@@ -215,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
                     **quick_dt,
                 ),
             )
-        rows.append(_evaluate(label, run_dir, protocol, eval_meta, step, quick=args.quick))
+        rows.append(_evaluate(label, run_dir, protocol, eval_meta, step, quick=quick))
     if fam.online:
         run_dir = out / fam.online.removesuffix(".yaml")
+        quick_online = dict(fam.quick_online) if quick else {}
         if not (run_dir / "summary.json").exists():
             step(
                 f"train {ONLINE_LABEL}",
@@ -231,9 +234,32 @@ def main(argv: list[str] | None = None) -> int:
                 eval_meta,
                 step,
                 reference=str(expert),
-                quick=args.quick,
+                quick=quick,
             )
         )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("family", choices=sorted(FAMILIES), help="task family")
+    parser.add_argument("--out", type=Path, default=None, help="default runs/meta-<family>")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes per task collected")
+    args = parser.parse_args(argv)
+    fam = FAMILIES[args.family]
+    # seqrl's modules are imported off the pipeline's clock; the phases take them from the cache
+    import seqrl.collection  # noqa: F401
+    import seqrl.meta_eval  # noqa: F401
+
+    t0 = time.perf_counter()
+    out = args.out or Path(f"runs/meta-{fam.key}")
+    out.mkdir(parents=True, exist_ok=True)
+    step = Steps(fam.key)
+    quick_ppo = dict(fam.quick_ppo) if args.quick else {}
+    episodes = 2 if args.quick else (args.episodes or fam.episodes)
+    medium, expert = collect_data(fam, out, episodes, step, quick_ppo)
+    rows = agent_rows(fam, out, medium, expert, step, args.quick)
 
     total = time.perf_counter() - t0
     report = {
@@ -244,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         "seqrl_revision": seqrl_revision(),
         "episodes_per_task": episodes,
         "wall_seconds": round(total, 1),
-        "step_seconds": timings,
+        "step_seconds": step.timings,
         "rows": rows,
     }
     section = _markdown(fam, report)

@@ -22,20 +22,21 @@ Two things rejax does not do by itself are added from outside, without touching 
 from __future__ import annotations
 
 import copy
+import functools
 import math
-import os
 import sys
 import time
-from importlib.metadata import version
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.common import (
-    SOLVE_RETURNS,
     UpdateRow,
-    peak_rss_mb,
-    time_to_return,
+    package_versions,
+    ppo_result,
+    timed_imports,
     worker_parser,
     write_result,
+    xla_threads,
 )
 
 # PureJaxRL's CartPole PPO, as in configs/ppo/cartpole.yaml.
@@ -75,22 +76,27 @@ TASKS = {
 }
 
 
-def main() -> None:
-    args = worker_parser(__doc__.splitlines()[0]).parse_args()
-    t_import = time.perf_counter()
+PACKAGES = ("rejax", "jax", "jaxlib", "flax", "optax", "gymnax", "distrax")
+
+
+def import_libraries() -> None:
+    """JAX, flax and rejax (which brings in gymnax, and brax): imported once, on the import
+    clock; the functions below import them again from the module cache."""
+    import jax  # noqa: F401
+    import jax.numpy  # noqa: F401
+    from flax import struct  # noqa: F401
+    from rejax import PPO  # noqa: F401
+    from rejax.compat import create  # noqa: F401
+    from rejax.evaluate import evaluate  # noqa: F401
+
+
+@functools.cache
+def counter_classes() -> tuple[type, type]:
+    """``(CounterState, EpisodeCounter)``: a thin gymnax wrapper (gymnax 0.0.9 API) that counts
+    finished episodes and their returns in the env state, as seqrl logs them."""
     import jax
     import jax.numpy as jnp
     from flax import struct
-    from rejax import PPO
-    from rejax.compat import create
-    from rejax.evaluate import evaluate
-
-    import_seconds = time.perf_counter() - t_import
-    h = TASKS[args.task]
-    NUM_ENVS, NUM_STEPS = h["num_envs"], h["num_steps"]
-    UPDATE_EPOCHS, NUM_MINIBATCHES, LR = h["update_epochs"], h["num_minibatches"], h["lr"]
-    EVAL_EPISODES = h["eval_episodes"]
-    brax = h["env"].startswith("brax/")
 
     @struct.dataclass
     class CounterState:
@@ -131,22 +137,34 @@ def main() -> None:
             )
             return obs, state, reward, done, info
 
-    num_updates = args.total_steps // (NUM_ENVS * NUM_STEPS)
-    sgd_steps_per_update = UPDATE_EPOCHS * NUM_MINIBATCHES
+    return CounterState, EpisodeCounter
 
-    def learning_rate(count: jax.Array) -> jax.Array:
-        # PureJaxRL: lr * (1 - update / num_updates); each optimizer steps once per minibatch.
-        return LR * (1.0 - (count // sgd_steps_per_update) / num_updates)
 
-    t_start = time.perf_counter()  # the solve clock: real seconds from here
+def lr_schedule(lr: float, sgd_steps_per_update: int, num_updates: int) -> Callable:
+    """PureJaxRL's schedule as an optax one: lr * (1 - update / num_updates), where each
+    optimizer steps once per minibatch."""
+
+    def learning_rate(count: Any) -> Any:
+        return lr * (1.0 - (count // sgd_steps_per_update) / num_updates)
+
+    return learning_rate
+
+
+def create_ppo(h: dict, num_updates: int, learning_rate: Callable) -> tuple[Any, Any, Any]:
+    """``(algo, env, env_params)``: rejax's PPO with seqrl's hyperparameters ``h`` on the
+    episode-counting wrapper of the task's env (``env`` itself, unwrapped, for evaluation)."""
+    from rejax import PPO
+    from rejax.compat import create
+
+    brax = h["env"].startswith("brax/")
     env, env_params = create(h["env"], **({"backend": "spring"} if brax else {}))
     algo = PPO.create(
-        env=EpisodeCounter(env),
+        env=counter_classes()[1](env),
         env_params=env_params,
-        num_envs=NUM_ENVS,
-        num_steps=NUM_STEPS,
-        num_epochs=UPDATE_EPOCHS,
-        num_minibatches=NUM_MINIBATCHES,
+        num_envs=h["num_envs"],
+        num_steps=h["num_steps"],
+        num_epochs=h["update_epochs"],
+        num_minibatches=h["num_minibatches"],
         learning_rate=learning_rate,
         gamma=h["gamma"],
         gae_lambda=h["gae_lambda"],
@@ -157,17 +175,25 @@ def main() -> None:
         normalize_observations=h["normalize_obs"],
         normalize_rewards=h["normalize_reward"],
         reward_normalization_discount=h["gamma"],
-        total_timesteps=num_updates * NUM_ENVS * NUM_STEPS,
+        total_timesteps=num_updates * h["num_envs"] * h["num_steps"],
         agent_kwargs={"activation": h["activation"], "hidden_layer_sizes": h["hidden_sizes"]},
     )
-    if args.updates_per_chunk is None:
-        sys.exit("peer_rejax: --updates-per-chunk is required (the orchestrator passes seqrl's)")
-    updates_per_chunk = args.updates_per_chunk
-    num_chunks = math.ceil(num_updates / updates_per_chunk)
+    return algo, env, env_params
+
+
+def programs(algo: Any, env: Any, env_params: Any, eval_episodes: int, updates_per_chunk: int):
+    """``(init_state, chunk, final_returns)``, to be jitted: the learner state from a key; one
+    chunk of ``updates_per_chunk`` updates (those past ``n_active`` skipped) with each update's
+    finished episodes and their return sum; the final deterministic evaluation's returns."""
+    import jax
+    import jax.numpy as jnp
+    from rejax.evaluate import evaluate
+
+    counter_state = counter_classes()[0]
 
     def counters(ts: Any) -> tuple[jax.Array, jax.Array]:
         counted = ts.env_state
-        while not isinstance(counted, CounterState):  # under rejax's FloatObsWrapper
+        while not isinstance(counted, counter_state):  # under rejax's FloatObsWrapper
             counted = counted.env_state
         return counted.episodes.sum(), counted.return_sum.sum()
 
@@ -194,7 +220,7 @@ def main() -> None:
             action = dist.mode()[0]
             return action if algo.discrete else jnp.clip(action, -1.0, 1.0)
 
-        _, returns = evaluate(act, key, env, env_params, EVAL_EPISODES)
+        _, returns = evaluate(act, key, env, env_params, eval_episodes)
         return returns
 
     def init_state(key: jax.Array) -> Any:
@@ -207,8 +233,16 @@ def main() -> None:
             ts = ts.replace(rew_rms_state=rms)
         return ts
 
-    # COMPILE ahead of time: init, one chunk, the final evaluation.
-    key = jax.random.PRNGKey(args.seed)
+    return init_state, chunk, final_returns
+
+
+def compile_programs(init_state, chunk, final_returns, seed: int, updates_per_chunk: int):
+    """COMPILE ahead of time: init, one chunk, the final evaluation. ``(learner state, compiled
+    chunk, compiled evaluation, evaluation key, compile seconds)``."""
+    import jax
+    import jax.numpy as jnp
+
+    key = jax.random.PRNGKey(seed)
     eval_key = jax.random.fold_in(key, 1_000_003)
     t0 = time.perf_counter()
     init = jax.jit(init_state).lower(key).compile()
@@ -221,11 +255,18 @@ def main() -> None:
     chunk_c = jax.jit(chunk, donate_argnums=0).lower(abstract, n_active).compile()
     eval_c = jax.jit(final_returns).lower(abstract, eval_key).compile()
     compile_seconds += time.perf_counter() - t0
+    return ts, chunk_c, eval_c, eval_key, compile_seconds
 
-    # TRAIN in chunks; the clock stops only between chunks.
+
+def train(chunk_c, ts, num_updates: int, updates_per_chunk: int, steps_per_update: int, t_start):
+    """TRAIN in chunks; the clock stops only between chunks. ``(learner state, one row per
+    update, seconds inside the chunks)``; a row's time is interpolated, as seqrl does."""
+    import jax
+    import jax.numpy as jnp
+
     train_seconds = 0.0
     rows: list[UpdateRow] = []
-    for c in range(num_chunks):
+    for c in range(math.ceil(num_updates / updates_per_chunk)):
         first = c * updates_per_chunk
         n = min(updates_per_chunk, num_updates - first)
         t1 = time.perf_counter()
@@ -236,66 +277,92 @@ def main() -> None:
         for i in range(n):
             rows.append(
                 UpdateRow(
-                    env_steps=(first + i + 1) * NUM_ENVS * NUM_STEPS,
+                    env_steps=(first + i + 1) * steps_per_update,
                     wall_seconds=start + dt * (i + 1) / n,  # interpolated, as seqrl does
                     episodes=int(episodes[i]),
                     return_sum=float(returns[i]),
                 )
             )
         train_seconds += dt
-    returns = jax.device_get(eval_c(ts, eval_key))
-    total_steps = num_updates * NUM_ENVS * NUM_STEPS
+    return ts, rows, train_seconds
 
-    write_result(
-        args.out,
-        {
-            "peer": "rejax",
-            "algorithm": "rejax.PPO (train_iteration in jitted chunks), "
-            + (f"{h['env']} (spring) via rejax.compat" if brax else "gymnax 0.0.9 CartPole-v1"),
-            "hyperparameters": {
-                "num_envs": algo.num_envs,
-                "num_steps": algo.num_steps,
-                "num_updates": num_updates,
-                "updates_per_chunk": updates_per_chunk,
-                "update_epochs": algo.num_epochs,
-                "num_minibatches": algo.num_minibatches,
-                "lr_first_update": float(learning_rate(jnp.asarray(0))),
-                "lr_last_update": float(
-                    learning_rate(jnp.asarray((num_updates - 1) * sgd_steps_per_update))
-                ),
-                "gamma": float(algo.gamma),
-                "gae_lambda": float(algo.gae_lambda),
-                "clip_eps": float(algo.clip_eps),
-                "ent_coef": float(algo.ent_coef),
-                "vf_coef": float(algo.vf_coef),
-                "max_grad_norm": float(algo.max_grad_norm),
-                "hidden_sizes": list(algo.actor.hidden_layer_sizes),
-                "activation": algo.actor.activation.__name__,
-                "normalize_obs": algo.normalize_observations,
-                "normalize_reward": algo.normalize_rewards,
-            },
-            "env_steps": total_steps,
-            "compile_seconds": round(compile_seconds, 3),
-            "train_seconds": round(train_seconds, 3),
-            "env_steps_per_second": round(total_steps / max(train_seconds, 1e-9), 1),
-            "final_return": float(returns.mean()),
-            "final_return_std": float(returns.std()),
-            "final_eval": f"{EVAL_EPISODES} episodes, deterministic (policy mode)",
-            "solve": time_to_return(rows, SOLVE_RETURNS[args.task]),
-            "import_seconds": round(import_seconds, 3),
-            "peak_rss_mb": peak_rss_mb(),
-            "versions": {
-                pkg: version(pkg)
-                for pkg in ("rejax", "jax", "jaxlib", "flax", "optax", "gymnax", "distrax")
-                + (("brax", "mujoco") if brax else ())
-            },
-            "threads": {
-                "XLA_FLAGS": os.environ.get("XLA_FLAGS", "unset (XLA defaults)"),
-                "jax_devices": [str(d) for d in jax.devices()],
-            },
-            "updates": rows,
-        },
+
+def hyperparameters(algo, num_updates, updates_per_chunk, learning_rate, sgd_steps) -> dict:
+    """What rejax actually ran, under the keys seqrl's worker reports (checked key by key)."""
+    import jax.numpy as jnp
+
+    return {
+        "num_envs": algo.num_envs,
+        "num_steps": algo.num_steps,
+        "num_updates": num_updates,
+        "updates_per_chunk": updates_per_chunk,
+        "update_epochs": algo.num_epochs,
+        "num_minibatches": algo.num_minibatches,
+        "lr_first_update": float(learning_rate(jnp.asarray(0))),
+        "lr_last_update": float(learning_rate(jnp.asarray((num_updates - 1) * sgd_steps))),
+        "gamma": float(algo.gamma),
+        "gae_lambda": float(algo.gae_lambda),
+        "clip_eps": float(algo.clip_eps),
+        "ent_coef": float(algo.ent_coef),
+        "vf_coef": float(algo.vf_coef),
+        "max_grad_norm": float(algo.max_grad_norm),
+        "hidden_sizes": list(algo.actor.hidden_layer_sizes),
+        "activation": algo.actor.activation.__name__,
+        "normalize_obs": algo.normalize_observations,
+        "normalize_reward": algo.normalize_rewards,
+    }
+
+
+def main() -> None:
+    args = worker_parser(__doc__.splitlines()[0]).parse_args()
+    _, import_seconds = timed_imports(import_libraries)
+    import jax
+
+    counter_classes()  # the wrapper's classes, defined before the solve clock starts
+
+    h = TASKS[args.task]
+    brax = h["env"].startswith("brax/")
+    steps_per_update = h["num_envs"] * h["num_steps"]
+    num_updates = args.total_steps // steps_per_update
+    sgd_steps_per_update = h["update_epochs"] * h["num_minibatches"]
+    learning_rate = lr_schedule(h["lr"], sgd_steps_per_update, num_updates)
+
+    t_start = time.perf_counter()  # the solve clock: real seconds from here
+    algo, env, env_params = create_ppo(h, num_updates, learning_rate)
+    if args.updates_per_chunk is None:
+        sys.exit("peer_rejax: --updates-per-chunk is required (the orchestrator passes seqrl's)")
+    per_chunk = args.updates_per_chunk
+    init_state, chunk, final_returns = programs(
+        algo, env, env_params, h["eval_episodes"], per_chunk
     )
+    ts, chunk_c, eval_c, eval_key, compile_seconds = compile_programs(
+        init_state, chunk, final_returns, args.seed, per_chunk
+    )
+    ts, rows, train_seconds = train(chunk_c, ts, num_updates, per_chunk, steps_per_update, t_start)
+    returns = jax.device_get(eval_c(ts, eval_key))
+
+    about = {
+        "peer": "rejax",
+        "algorithm": "rejax.PPO (train_iteration in jitted chunks), "
+        + (f"{h['env']} (spring) via rejax.compat" if brax else "gymnax 0.0.9 CartPole-v1"),
+        "hyperparameters": hyperparameters(
+            algo, num_updates, per_chunk, learning_rate, sgd_steps_per_update
+        ),
+    }
+    result = ppo_result(
+        about,
+        {"compile_seconds": round(compile_seconds, 3)},
+        env_steps=num_updates * steps_per_update,
+        train_seconds=train_seconds,
+        final_returns=(float(returns.mean()), float(returns.std())),
+        eval_episodes=h["eval_episodes"],
+        rows=rows,
+        task=args.task,
+        import_seconds=import_seconds,
+        versions=package_versions(PACKAGES + (("brax", "mujoco") if brax else ())),
+        threads=xla_threads(jax.devices()),
+    )
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

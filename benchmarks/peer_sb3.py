@@ -16,14 +16,16 @@ update), the training episodes that ended in it; the clock starts before the mod
 
 from __future__ import annotations
 
+import functools
 import time
-from importlib.metadata import version
+from typing import Any
 
 from benchmarks.common import (
-    SOLVE_RETURNS,
     UpdateRow,
-    peak_rss_mb,
-    time_to_return,
+    package_versions,
+    ppo_result,
+    timed_imports,
+    torch_threads,
     worker_parser,
     write_result,
 )
@@ -62,21 +64,26 @@ TASKS = {
 }
 
 
-def main() -> None:
-    args = worker_parser(__doc__.splitlines()[0]).parse_args()
-    t_import = time.perf_counter()
-    import numpy as np
-    import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.vec_env import VecNormalize
+PACKAGES = ("stable_baselines3", "torch", "gymnasium", "numpy")
 
-    import_seconds = time.perf_counter() - t_import
-    torch.set_num_threads(1)
-    h = TASKS[args.task]
-    lr, clip_range = h["lr"], h["clip_range"]
+
+def import_libraries() -> None:
+    """numpy, torch and Stable-Baselines3: imported once, on the import clock; the functions
+    below import them again from the module cache."""
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    from stable_baselines3 import PPO  # noqa: F401
+    from stable_baselines3.common.callbacks import BaseCallback  # noqa: F401
+    from stable_baselines3.common.env_util import make_vec_env  # noqa: F401
+    from stable_baselines3.common.evaluation import evaluate_policy  # noqa: F401
+    from stable_baselines3.common.vec_env import VecNormalize  # noqa: F401
+
+
+@functools.cache
+def update_logger_class() -> type:
+    """The SB3 callback that logs one :class:`UpdateRow` per rollout (defined once SB3 is
+    imported)."""
+    from stable_baselines3.common.callbacks import BaseCallback
 
     class UpdateLogger(BaseCallback):
         """One :class:`UpdateRow` per rollout; SB3 trains on a rollout right after it ends, so
@@ -121,8 +128,18 @@ def main() -> None:
         def _on_training_end(self) -> None:
             self._close_row()
 
-    t_start = time.perf_counter()
-    env = make_vec_env(h["env"], n_envs=h["num_envs"], seed=args.seed)
+    return UpdateLogger
+
+
+def make_model(h: dict, seed: int) -> tuple[Any, Any]:
+    """``(model, env)``: SB3's PPO with the task's hyperparameters ``h`` on its vectorized
+    training env (``VecNormalize`` around it when ``h`` normalizes)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    lr, clip_range = h["lr"], h["clip_range"]
+    env = make_vec_env(h["env"], n_envs=h["num_envs"], seed=seed)
     if h["normalize"]:
         env = VecNormalize(env, gamma=h["gamma"])
     model = PPO(
@@ -140,17 +157,22 @@ def main() -> None:
             if h["anneal_clip_range"]
             else clip_range
         ),
-        seed=args.seed,
+        seed=seed,
         device="cpu",
         verbose=0,
     )
-    logger = UpdateLogger(t_start)
-    t_learn = time.perf_counter()
-    model.learn(total_timesteps=args.total_steps, callback=logger)
-    train_seconds = time.perf_counter() - t_learn
-    total_steps = int(model.num_timesteps)
+    return model, env
 
-    eval_env = make_vec_env(h["env"], n_envs=h["num_envs"], seed=args.seed + 1_000_003)
+
+def final_returns(model: Any, env: Any, h: dict, seed: int) -> Any:
+    """The returns of the final deterministic evaluation, on a fresh env (reading the training
+    env's observation statistics, frozen, and scoring raw rewards when ``h`` normalizes)."""
+    import numpy as np
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    eval_env = make_vec_env(h["env"], n_envs=h["num_envs"], seed=seed + 1_000_003)
     if h["normalize"]:
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False, gamma=h["gamma"])
         eval_env.obs_rms = env.obs_rms
@@ -161,55 +183,70 @@ def main() -> None:
         deterministic=True,
         return_episode_rewards=True,
     )
-    returns = np.asarray(returns, dtype=np.float64)
+    return np.asarray(returns, dtype=np.float64)
+
+
+def hyperparameters(model: Any, h: dict) -> dict:
+    """What SB3 actually ran (its schedules described in words)."""
     net_arch = model.policy.net_arch
-    write_result(
-        args.out,
-        {
-            "peer": "sb3",
-            "algorithm": f"stable_baselines3.PPO MlpPolicy, gymnasium {h['env']}, "
-            + ("rl-zoo config" if args.task == "cartpole" else "seqrl's config"),
-            "hyperparameters": {
-                "num_envs": h["num_envs"],
-                "num_steps": model.n_steps,
-                "batch_size": model.batch_size,
-                "update_epochs": model.n_epochs,
-                "lr_start": lr,
-                "lr_schedule": "linear to 0",
-                "clip_range_start": clip_range,
-                "clip_range_schedule": "linear to 0" if h["anneal_clip_range"] else "constant",
-                "normalize_obs_and_reward": h["normalize"],
-                "gamma": model.gamma,
-                "gae_lambda": model.gae_lambda,
-                "ent_coef": model.ent_coef,
-                "vf_coef": model.vf_coef,
-                "max_grad_norm": model.max_grad_norm,
-                "net_arch": net_arch if isinstance(net_arch, list) else dict(net_arch),
-                "activation": model.policy.activation_fn.__name__,
-            },
-            "env_steps": total_steps,
-            "compile_seconds": 0.0,
-            "setup_seconds": round(t_learn - t_start, 3),
-            "train_seconds": round(train_seconds, 3),
-            "env_steps_per_second": round(total_steps / max(train_seconds, 1e-9), 1),
-            "final_return": float(returns.mean()),
-            "final_return_std": float(returns.std()),
-            "final_eval": f"{h['eval_episodes']} episodes, deterministic (policy mode)",
-            "solve": time_to_return(logger.rows, SOLVE_RETURNS[args.task]),
-            "import_seconds": round(import_seconds, 3),
-            "peak_rss_mb": peak_rss_mb(),
-            "versions": {
-                pkg: version(pkg)
-                for pkg in ("stable_baselines3", "torch", "gymnasium", "numpy")
-                + (("mujoco",) if args.task != "cartpole" else ())
-            },
-            "threads": {
-                "torch_intra_op_threads": torch.get_num_threads(),
-                "torch_inter_op_threads": torch.get_num_interop_threads(),
-            },
-            "updates": logger.rows,
-        },
+    return {
+        "num_envs": h["num_envs"],
+        "num_steps": model.n_steps,
+        "batch_size": model.batch_size,
+        "update_epochs": model.n_epochs,
+        "lr_start": h["lr"],
+        "lr_schedule": "linear to 0",
+        "clip_range_start": h["clip_range"],
+        "clip_range_schedule": "linear to 0" if h["anneal_clip_range"] else "constant",
+        "normalize_obs_and_reward": h["normalize"],
+        "gamma": model.gamma,
+        "gae_lambda": model.gae_lambda,
+        "ent_coef": model.ent_coef,
+        "vf_coef": model.vf_coef,
+        "max_grad_norm": model.max_grad_norm,
+        "net_arch": net_arch if isinstance(net_arch, list) else dict(net_arch),
+        "activation": model.policy.activation_fn.__name__,
+    }
+
+
+def main() -> None:
+    args = worker_parser(__doc__.splitlines()[0]).parse_args()
+    _, import_seconds = timed_imports(import_libraries)
+    import torch
+
+    torch.set_num_threads(1)
+    h = TASKS[args.task]
+    logger_class = update_logger_class()
+
+    t_start = time.perf_counter()  # the solve clock: real seconds from here
+    model, env = make_model(h, args.seed)
+    logger = logger_class(t_start)
+    t_learn = time.perf_counter()
+    model.learn(total_timesteps=args.total_steps, callback=logger)
+    train_seconds = time.perf_counter() - t_learn
+    env_steps = int(model.num_timesteps)
+    returns = final_returns(model, env, h, args.seed)
+
+    about = {
+        "peer": "sb3",
+        "algorithm": f"stable_baselines3.PPO MlpPolicy, gymnasium {h['env']}, "
+        + ("rl-zoo config" if args.task == "cartpole" else "seqrl's config"),
+        "hyperparameters": hyperparameters(model, h),
+    }
+    result = ppo_result(
+        about,
+        {"compile_seconds": 0.0, "setup_seconds": round(t_learn - t_start, 3)},
+        env_steps=env_steps,
+        train_seconds=train_seconds,
+        final_returns=(float(returns.mean()), float(returns.std())),
+        eval_episodes=h["eval_episodes"],
+        rows=logger.rows,
+        task=args.task,
+        import_seconds=import_seconds,
+        versions=package_versions(PACKAGES + (("mujoco",) if args.task != "cartpole" else ())),
+        threads=torch_threads(torch),
     )
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ both: ``solve`` by the real clock since ``loop.run`` was called, ``solve_loop_cl
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,10 @@ from benchmarks.common import (
     UpdateRow,
     peak_rss_mb,
     time_to_return,
+    timed_imports,
     worker_parser,
     write_result,
+    xla_threads,
 )
 
 # task -> (config, what it runs)
@@ -71,102 +72,140 @@ def read_rows(
     return rows, raw
 
 
-def main() -> None:
-    args = worker_parser(__doc__.splitlines()[0]).parse_args()
-    t_import = time.perf_counter()
-    import jax
+def import_libraries(task: str) -> None:
+    """JAX, seqrl's PPO and the task's env library, imported once, on the import clock.
+
+    The env library is imported here, with the other imports, as rejax's own import brings in
+    gymnax (and brax) before its clock starts; seqrl would otherwise import it inside
+    loop.run, on the clock (gymnax's import alone takes ~1.5 s: it loads seaborn and scipy).
+    """
+    import jax  # noqa: F401
 
     import seqrl.agents.ppo  # noqa: F401
-    from seqrl import config as cfg
-    from seqrl import logging as seqrl_logging
-    from seqrl import loop
+    from seqrl import config, logging, loop  # noqa: F401
 
-    # the env library is imported here, with the other imports, as rejax's own import brings in
-    # gymnax (and brax) before its clock starts; seqrl would otherwise import it inside
-    # loop.run, on the clock (gymnax's import alone takes ~1.5 s: it loads seaborn and scipy)
-    if args.task == "cartpole":
+    if task == "cartpole":
         import seqrl.envs.gymnax  # noqa: F401
     else:
         import seqrl.envs.brax  # noqa: F401
 
-    import_seconds = time.perf_counter() - t_import
-    chunk_ends: dict[int, float] = {}
-    t0 = 0.0  # set just before loop.run
-    write = seqrl_logging.JsonlSink.write
 
-    def timed_write(sink: Any, rows: list[dict]) -> None:
-        if rows and "update" in rows[-1]:
-            chunk_ends[int(rows[-1]["update"])] = time.perf_counter() - t0
-        write(sink, rows)
+class ChunkClock:
+    """The real time at which each chunk's rows reach the metrics sink: ``ends`` maps a chunk's
+    last update to its seconds since ``start`` (set just before ``loop.run``).
+    :meth:`install` wraps ``seqrl.logging.JsonlSink.write`` to note it; nothing else changes."""
 
-    seqrl_logging.JsonlSink.write = timed_write  # type: ignore[method-assign]
-    config_path, task_name = TASKS[args.task]
-    threshold = SOLVE_RETURNS[args.task]
+    def __init__(self) -> None:
+        self.ends: dict[int, float] = {}
+        self.start = 0.0
+
+    def install(self) -> None:
+        from seqrl import logging as seqrl_logging
+
+        write = seqrl_logging.JsonlSink.write
+
+        def timed_write(sink: Any, rows: list[dict]) -> None:
+            if rows and "update" in rows[-1]:
+                self.ends[int(rows[-1]["update"])] = time.perf_counter() - self.start
+            write(sink, rows)
+
+        seqrl_logging.JsonlSink.write = timed_write  # type: ignore[method-assign]
+
+
+def run_loop(config: Any, run_dir: Path, clock: ChunkClock) -> tuple[Any, float]:
+    """``loop.run`` into ``run_dir`` on ``clock``; its result and its real seconds."""
+    from seqrl import loop
+
+    clock.start = time.perf_counter()
+    result = loop.run(config, run_dir=run_dir, progress=False, log=lambda _: None)
+    return result, time.perf_counter() - clock.start
+
+
+def hyperparameters(config: Any, raw: list[dict]) -> dict:
+    """What seqrl ran (the config's, and the learning rates ``metrics.jsonl`` logged), under
+    the keys rejax's worker reports too."""
+    from seqrl import loop
+
+    p, net = config.ppo, config.network
+    return {
+        "num_envs": config.num_envs,
+        "num_steps": p.num_steps,
+        "num_updates": len(raw),
+        "updates_per_chunk": loop.plan_chunks(len(raw), config.loop.num_chunks)[0],
+        "update_epochs": p.update_epochs,
+        "num_minibatches": p.num_minibatches,
+        "lr_first_update": raw[0]["lr"],
+        "lr_last_update": raw[-1]["lr"],
+        "gamma": p.gamma,
+        "gae_lambda": p.gae_lambda,
+        "clip_eps": p.clip_eps,
+        "ent_coef": p.ent_coef,
+        "vf_coef": p.vf_coef,
+        "max_grad_norm": p.max_grad_norm,
+        "hidden_sizes": list(net.hidden_sizes),
+        "activation": net.activation,
+        "normalize_obs": config.wrappers.normalize_obs,
+        "normalize_reward": config.wrappers.normalize_reward,
+    }
+
+
+def result_line(
+    task: str, config: Any, summary: dict, run_dir: Path, clock: ChunkClock, seconds: dict
+) -> dict:
+    """The worker's result: seqrl's own numbers (``summary.json``), the solve times by the real
+    clock (``solve``) and by ``metrics.jsonl``'s (``solve_loop_clock``). ``seconds``: the
+    ``import`` and ``run`` seconds."""
+    import jax
+
+    config_path, task_name = TASKS[task]
+    threshold = SOLVE_RETURNS[task]
+    loop_rows, raw = read_rows(run_dir / "metrics.jsonl")
+    rows = read_rows(run_dir / "metrics.jsonl", clock.ends)[0] if clock.ends else loop_rows
+    return {
+        "peer": "seqrl",
+        "algorithm": f"seqrl PPO (agents/ppo.py), {task_name}",
+        "config": str(config_path),
+        "hyperparameters": hyperparameters(config, raw),
+        "env_steps": summary["total_env_steps"],
+        "compile_seconds": summary["compile_seconds"],
+        "train_seconds": summary["train_seconds"],
+        "env_steps_per_second": summary["env_steps_per_second"],
+        "final_return": summary["final_return_mean"],
+        "final_return_std": summary["final_return_std"],
+        "final_eval": f"{summary['eval_episodes']} episodes, deterministic (policy mode)",
+        "solve": time_to_return(rows, threshold),
+        "solve_clock": "real seconds since loop.run()" if clock.ends else "metrics.jsonl",
+        "solve_loop_clock": time_to_return(loop_rows, threshold),
+        "import_seconds": round(seconds["import"], 3),
+        "run_seconds": round(seconds["run"], 3),
+        # loop.run's time outside compile + train: init, metrics, TensorBoard, checkpoints,
+        # final evaluation and the curve plot (not in metrics.jsonl's wall_seconds).
+        "host_overhead_seconds": round(
+            seconds["run"] - summary["compile_seconds"] - summary["train_seconds"], 3
+        ),
+        "peak_rss_mb": peak_rss_mb(),
+        "checkpoints": sum(1 for d in (run_dir / "checkpoints").iterdir() if d.is_dir()),
+        "versions": summary["versions"],
+        "threads": xla_threads(jax.devices()),
+        "updates": rows,
+    }
+
+
+def main() -> None:
+    args = worker_parser(__doc__.splitlines()[0]).parse_args()
+    _, import_seconds = timed_imports(lambda: import_libraries(args.task))
+    from seqrl import config as cfg
+
+    clock = ChunkClock()
+    clock.install()
     config = cfg.load_config(
-        config_path,
+        TASKS[args.task][0],
         ["loop.progress=false", f"total_timesteps={args.total_steps}", f"seed={args.seed}"],
     )
     run_dir = args.workdir / "seqrl-run"
-    t0 = time.perf_counter()
-    result = loop.run(config, run_dir=run_dir, progress=False, log=lambda _: None)
-    run_seconds = time.perf_counter() - t0
-    summary = result.summary
-    loop_rows, raw = read_rows(run_dir / "metrics.jsonl")
-    rows = read_rows(run_dir / "metrics.jsonl", chunk_ends)[0] if chunk_ends else loop_rows
-    p, net = config.ppo, config.network
-    write_result(
-        args.out,
-        {
-            "peer": "seqrl",
-            "algorithm": f"seqrl PPO (agents/ppo.py), {task_name}",
-            "config": str(config_path),
-            "hyperparameters": {
-                "num_envs": config.num_envs,
-                "num_steps": p.num_steps,
-                "num_updates": len(raw),
-                "updates_per_chunk": loop.plan_chunks(len(raw), config.loop.num_chunks)[0],
-                "update_epochs": p.update_epochs,
-                "num_minibatches": p.num_minibatches,
-                "lr_first_update": raw[0]["lr"],
-                "lr_last_update": raw[-1]["lr"],
-                "gamma": p.gamma,
-                "gae_lambda": p.gae_lambda,
-                "clip_eps": p.clip_eps,
-                "ent_coef": p.ent_coef,
-                "vf_coef": p.vf_coef,
-                "max_grad_norm": p.max_grad_norm,
-                "hidden_sizes": list(net.hidden_sizes),
-                "activation": net.activation,
-                "normalize_obs": config.wrappers.normalize_obs,
-                "normalize_reward": config.wrappers.normalize_reward,
-            },
-            "env_steps": summary["total_env_steps"],
-            "compile_seconds": summary["compile_seconds"],
-            "train_seconds": summary["train_seconds"],
-            "env_steps_per_second": summary["env_steps_per_second"],
-            "final_return": summary["final_return_mean"],
-            "final_return_std": summary["final_return_std"],
-            "final_eval": f"{summary['eval_episodes']} episodes, deterministic (policy mode)",
-            "solve": time_to_return(rows, threshold),
-            "solve_clock": "real seconds since loop.run()" if chunk_ends else "metrics.jsonl",
-            "solve_loop_clock": time_to_return(loop_rows, threshold),
-            "import_seconds": round(import_seconds, 3),
-            "run_seconds": round(run_seconds, 3),
-            # loop.run's time outside compile + train: init, metrics, TensorBoard, checkpoints,
-            # final evaluation and the curve plot (not in metrics.jsonl's wall_seconds).
-            "host_overhead_seconds": round(
-                run_seconds - summary["compile_seconds"] - summary["train_seconds"], 3
-            ),
-            "peak_rss_mb": peak_rss_mb(),
-            "checkpoints": sum(1 for d in (run_dir / "checkpoints").iterdir() if d.is_dir()),
-            "versions": summary["versions"],
-            "threads": {
-                "XLA_FLAGS": os.environ.get("XLA_FLAGS", "unset (XLA defaults)"),
-                "jax_devices": [str(d) for d in jax.devices()],
-            },
-            "updates": rows,
-        },
-    )
+    result, run_seconds = run_loop(config, run_dir, clock)
+    seconds = {"import": import_seconds, "run": run_seconds}
+    write_result(args.out, result_line(args.task, config, result.summary, run_dir, clock, seconds))
 
 
 if __name__ == "__main__":

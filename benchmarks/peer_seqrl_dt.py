@@ -108,7 +108,7 @@ def export_reference(path: Path, config: Any, trainer: Any, params: Any) -> None
     np.savez(path, output=np.asarray(output), **arrays)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="the benchmark's .npz dataset")
     p.add_argument("--head", choices=("deterministic", "categorical"), default="deterministic")
@@ -121,10 +121,14 @@ def main() -> None:
         help="also write the initial parameters, a batch and the model's "
         "outputs on it to this .npz (the PyTorch worker checks it computes the same function)",
     )
-    args = p.parse_args()
+    return p.parse_args()
 
-    raw = np.load(args.data)
-    discrete = args.head == "categorical"
+
+def load(data: Path, head: str) -> tuple[Any, Any]:
+    """``(config, trajectories)``: the DT configuration for the dataset's shapes, and the
+    dataset (the discrete actions when ``head`` is categorical)."""
+    raw = np.load(data)
+    discrete = head == "categorical"
     trajectories = types.SimpleNamespace(
         obs=raw["obs"],
         actions=raw["actions_discrete"] if discrete else raw["actions"],
@@ -133,53 +137,76 @@ def main() -> None:
     )
     config = cfg.load_config(
         dt_config(
-            args.data,
-            args.head,
+            data,
+            head,
             raw["obs"].shape[2],
             raw["actions"].shape[2],
             int(raw["num_actions"]),
         )
     )
-    t_setup = time.perf_counter()
-    trainer = dt.make_trainer(config, trajectories)
-    setup_seconds = time.perf_counter() - t_setup
+    return config, trajectories
 
-    # COMPILE: the programs seqrl's loop compiles before training (init, one chunk)
+
+def compile_programs(config: Any, trainer: Any, chunk_updates: int) -> tuple[Any, Any, dict]:
+    """COMPILE the programs seqrl's loop compiles before training (init, one chunk), ahead of
+    time: ``(initial states, compiled chunk, compile seconds: all, init, chunk)``."""
     keys = jax.random.split(jax.random.key(config.seed), config.num_seeds)
     t0 = time.perf_counter()
     init = jax.jit(init_seeds(trainer)).lower(keys).compile()
     t1 = time.perf_counter()
     states = init(keys)
     chunk = (
-        jax.jit(make_chunk(trainer, args.chunk_updates), donate_argnums=0)
+        jax.jit(make_chunk(trainer, chunk_updates), donate_argnums=0)
         .lower(states, trainer.data)
         .compile()
     )
     t2 = time.perf_counter()
+    return states, chunk, {"all": t2 - t0, "init": t1 - t0, "chunk": t2 - t1}
+
+
+def describe(chunk: Any, params: Any) -> dict:
+    """The compiled chunk's FLOPs per update (XLA counts the scan's body, one update, once) and
+    the parameter count, in all and per top-level module."""
     cost = chunk.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    flops_per_update = float(cost["flops"])  # XLA counts the scan's body (one update) once
-    params = jax.tree.map(lambda x: x[0], states.params)
-    param_count = int(sum(x.size for x in jax.tree.leaves(params)))
-    param_breakdown = {
-        name: int(sum(x.size for x in jax.tree.leaves(sub)))
-        for name, sub in params["params"].items()
+    return {
+        "flops_per_update": float(cost["flops"]),
+        "param_count": int(sum(x.size for x in jax.tree.leaves(params))),
+        "param_breakdown": {
+            name: int(sum(x.size for x in jax.tree.leaves(sub)))
+            for name, sub in params["params"].items()
+        },
     }
 
-    initial_params = jax.device_get(params)  # host copy: the chunks donate the state
 
-    # TRAIN: timed chunks (the first call of a compiled program compiles nothing more)
+def train(chunk: Any, states: Any, data: Any, chunks: int) -> tuple[list[float], Any]:
+    """TRAIN: timed chunks (the first call of a compiled program compiles nothing more);
+    the seconds of each and the losses of every update."""
     chunk_seconds, losses = [], []
-    for _ in range(args.chunks):
+    for _ in range(chunks):
         start = time.perf_counter()
-        states, metrics = chunk(states, trainer.data)
+        states, metrics = chunk(states, data)
         loss = jax.block_until_ready(metrics["loss"])
         chunk_seconds.append(time.perf_counter() - start)
         losses.append(np.asarray(loss)[0])
+    return chunk_seconds, np.concatenate(losses)
+
+
+def main() -> None:
+    args = parse_args()
+    config, trajectories = load(args.data, args.head)
+    t_setup = time.perf_counter()
+    trainer = dt.make_trainer(config, trajectories)
+    setup_seconds = time.perf_counter() - t_setup
+
+    states, chunk, compile_seconds = compile_programs(config, trainer, args.chunk_updates)
+    params = jax.tree.map(lambda x: x[0], states.params)
+    model = describe(chunk, params)
+    initial_params = jax.device_get(params)  # host copy: the chunks donate the state
+    chunk_seconds, losses = train(chunk, states, trainer.data, args.chunks)
     train_seconds = sum(chunk_seconds)
     updates = args.chunks * args.chunk_updates
     samples = updates * config.dt.batch_size
-    losses = np.concatenate(losses)
     if args.export:
         export_reference(args.export, config, trainer, initial_params)
 
@@ -192,17 +219,15 @@ def main() -> None:
             "chunk_updates": args.chunk_updates,
             "chunks": args.chunks,
             "samples": samples,
-            "compile_seconds": round(t2 - t0, 2),
-            "compile_init_seconds": round(t1 - t0, 2),
-            "compile_chunk_seconds": round(t2 - t1, 2),
+            "compile_seconds": round(compile_seconds["all"], 2),
+            "compile_init_seconds": round(compile_seconds["init"], 2),
+            "compile_chunk_seconds": round(compile_seconds["chunk"], 2),
             "train_seconds": round(train_seconds, 3),
             "chunk_seconds": [round(s, 3) for s in chunk_seconds],
             "samples_per_second": round(samples / train_seconds, 1),
             "loss_first_timed": float(losses[0]),
             "loss_last_timed": float(losses[-1]),
-            "flops_per_update": flops_per_update,
-            "param_count": param_count,
-            "param_breakdown": param_breakdown,
+            **model,
             "setup_seconds": round(setup_seconds, 2),
             "peak_rss_mb": peak_rss_mb(),
             "devices": [str(d) for d in jax.devices()],

@@ -30,10 +30,15 @@ which shows the two are the same function, not only the same size.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from benchmarks.common import peak_rss_mb, write_result
+from benchmarks.common import peak_rss_mb, timed_imports, torch_threads, write_result
+
+LAYER_NORM_EPS = 1e-6  # flax's LayerNorm epsilon, as in seqrl
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,13 +71,23 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def build(args: argparse.Namespace, obs_dim: int, act_dim: int, num_actions: int | None):
-    """The model class, defined after ``torch`` is imported (imports are timed)."""
+def import_libraries() -> None:
+    """numpy and torch, imported once, on the import clock; the functions below import them
+    again from the module cache."""
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    from torch.nn import functional  # noqa: F401
+
+
+@functools.cache
+def layer_classes() -> tuple[type, type]:
+    """``(CausalSelfAttention, Block)``: the GPT-2-style layers, defined once torch is imported
+    (imports are timed)."""
     import torch
     from torch import nn
     from torch.nn import functional as F
 
-    eps = 1e-6  # flax's LayerNorm epsilon, as in seqrl
+    eps = LAYER_NORM_EPS
 
     class CausalSelfAttention(nn.Module):
         def __init__(self, d: int, heads: int, dropout: float):
@@ -107,10 +122,24 @@ def build(args: argparse.Namespace, obs_dim: int, act_dim: int, num_actions: int
             h = self.proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
             return x + self.drop(h)
 
+    return CausalSelfAttention, Block
+
+
+@functools.cache
+def model_class() -> type:
+    """The ``DecisionTransformer`` module class, defined once torch is imported."""
+    import torch
+    from torch import nn
+
+    eps = LAYER_NORM_EPS
+    _, Block = layer_classes()
+
     class DecisionTransformer(nn.Module):
-        def __init__(self):
+        def __init__(self, args: argparse.Namespace, obs_dim: int, act_dim: int, num_actions):
             super().__init__()
             d = args.embed_dim
+            self.embed_dim, self.max_timestep = d, args.max_timestep
+            self.discrete = num_actions is not None
             self.embed_timestep = nn.Embedding(args.max_timestep, d)
             self.embed_return = nn.Linear(1, d)
             self.embed_state = nn.Linear(obs_dim, d)
@@ -131,8 +160,8 @@ def build(args: argparse.Namespace, obs_dim: int, act_dim: int, num_actions: int
 
         def forward(self, rtg, obs, actions, timesteps, mask):
             b, k = rtg.shape
-            d = args.embed_dim
-            time_ = self.embed_timestep(timesteps.clamp(0, args.max_timestep - 1))
+            d = self.embed_dim
+            time_ = self.embed_timestep(timesteps.clamp(0, self.max_timestep - 1))
             r = self.embed_return(rtg.unsqueeze(-1)) + time_
             s = self.embed_state(obs) + time_
             a = self.embed_action(actions) + time_
@@ -146,9 +175,14 @@ def build(args: argparse.Namespace, obs_dim: int, act_dim: int, num_actions: int
                 x = block(x, bias)
             state_tokens = self.final_norm(x).reshape(b, k, 3, d)[:, :, 1]
             out = self.predict_action(state_tokens)
-            return torch.tanh(out) if num_actions is None else out
+            return out if self.discrete else torch.tanh(out)
 
-    return DecisionTransformer()
+    return DecisionTransformer
+
+
+def build(args: argparse.Namespace, obs_dim: int, act_dim: int, num_actions: int | None):
+    """The model (its classes are defined after ``torch`` is imported: imports are timed)."""
+    return model_class()(args, obs_dim, act_dim, num_actions)
 
 
 def seqrl_state_dict(arrays: dict, num_layers: int, discrete: bool) -> dict:
@@ -202,21 +236,13 @@ def compare_with_seqrl(args: argparse.Namespace, model, discrete: bool) -> float
     return float(np.abs(out - arrays["output"])[real].max())
 
 
-def main() -> None:
-    args = parse_args()
-    t_import = time.perf_counter()
+def load_trajectories(args: argparse.Namespace, discrete: bool) -> tuple[list[dict], Any, tuple]:
+    """DATA: the dataset as a list of trajectories (the official DT's layout), states
+    normalized and returns-to-go computed once up front; the sampling probabilities (in
+    proportion to length) and ``(obs_dim, act_dim, num_actions or None)``."""
     import numpy as np
-    import torch
-    from torch.nn import functional as F
 
-    import_seconds = time.perf_counter() - t_import
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-
-    # DATA: the dataset as a list of trajectories (the official DT's layout)
     raw = np.load(args.data)
-    discrete = args.head == "categorical"
     lengths = raw["lengths"]
     valid = np.arange(raw["obs"].shape[1])[None, :] < lengths[:, None]
     flat = raw["obs"][valid]
@@ -233,10 +259,15 @@ def main() -> None:
             }
         )
     p_sample = lengths / lengths.sum()
-    obs_dim = raw["obs"].shape[2]
-    act_dim = raw["actions"].shape[2]
     num_actions = int(raw["num_actions"]) if discrete else None
-    k, batch_size = args.context, args.batch_size
+    return trajectories, p_sample, (raw["obs"].shape[2], raw["actions"].shape[2], num_actions)
+
+
+def batch_sampler(trajectories, p_sample, k: int, batch_size: int, rng, discrete: bool):
+    """``get_batch()``, the official DT's way: trajectories in proportion to their length, a
+    uniform start, up to ``k`` steps, left-padded with zeros and a mask; as torch tensors."""
+    import numpy as np
+    import torch
 
     def left_pad(x: np.ndarray, pad: int) -> np.ndarray:
         return np.concatenate([np.zeros((pad, *x.shape[1:]), x.dtype), x])
@@ -262,19 +293,24 @@ def main() -> None:
             torch.from_numpy(np.stack(m)),
         )
 
-    # MODEL and optimizer
-    model = build(args, obs_dim, act_dim, num_actions)
-    param_count = sum(p.numel() for p in model.parameters())
-    param_breakdown = {
-        name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()
-    }
+    return get_batch
+
+
+def make_optimizer(model: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """AdamW with weight decay, and a linear learning-rate warm-up."""
+    import torch
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     warmup = max(args.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda u: min(u / warmup, 1.0))
-    model.train()
-    check = None
-    if args.check:
-        check = compare_with_seqrl(args, build(args, obs_dim, act_dim, num_actions), discrete)
+    return optimizer, scheduler
+
+
+def make_update(model, optimizer, scheduler, get_batch, discrete: bool, grad_clip: float):
+    """``update()``: one training step on a fresh batch; returns (loss, seconds spent sampling
+    the batch). The loss is averaged over the unmasked steps; gradients are clipped."""
+    import torch
+    from torch.nn import functional as F
 
     def update() -> tuple[float, float]:
         """One training step; returns (loss, seconds spent sampling the batch)."""
@@ -290,23 +326,64 @@ def main() -> None:
         loss = (per_step * maskf).sum() / maskf.sum().clamp(min=1.0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
         return loss.item(), t1 - t0
 
-    # WARM UP (first-call allocations), then TIME
-    for _ in range(args.warmup_updates):
+    return update
+
+
+def time_updates(update: Callable, warmup_updates: int, updates: int) -> tuple[float, float, list]:
+    """WARM UP (first-call allocations), then TIME: ``(train seconds, of them sampling, the
+    timed updates' losses)``."""
+    for _ in range(warmup_updates):
         update()
     sample_seconds, losses = 0.0, []
     t0 = time.perf_counter()
-    for _ in range(args.updates):
+    for _ in range(updates):
         loss, sampled = update()
         sample_seconds += sampled
         losses.append(loss)
-    train_seconds = time.perf_counter() - t0
+    return time.perf_counter() - t0, sample_seconds, losses
 
-    samples = args.updates * batch_size
+
+def param_counts(model: Any) -> dict:
+    """The model's parameter count, in all and per top-level module."""
+    return {
+        "param_count": sum(p.numel() for p in model.parameters()),
+        "param_breakdown": {
+            name: sum(p.numel() for p in child.parameters())
+            for name, child in model.named_children()
+        },
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    _, import_seconds = timed_imports(import_libraries)
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    discrete = args.head == "categorical"
+    trajectories, p_sample, dims = load_trajectories(args, discrete)
+    get_batch = batch_sampler(trajectories, p_sample, args.context, args.batch_size, rng, discrete)
+
+    # MODEL and optimizer
+    model = build(args, *dims)
+    counts = param_counts(model)
+    optimizer, scheduler = make_optimizer(model, args)
+    model.train()
+    check = None
+    if args.check:
+        check = compare_with_seqrl(args, build(args, *dims), discrete)
+    update = make_update(model, optimizer, scheduler, get_batch, discrete, args.grad_clip)
+    train_seconds, sample_seconds, losses = time_updates(update, args.warmup_updates, args.updates)
+
+    samples = args.updates * args.batch_size
     write_result(
         args.out,
         {
@@ -323,15 +400,11 @@ def main() -> None:
             ),
             "loss_first_timed": losses[0],
             "loss_last_timed": losses[-1],
-            "param_count": param_count,
-            "param_breakdown": param_breakdown,
+            **counts,
             "max_abs_diff_vs_seqrl": check,
             "import_seconds": round(import_seconds, 2),
             "peak_rss_mb": peak_rss_mb(),
-            "threads": {
-                "torch_intra_op_threads": torch.get_num_threads(),
-                "torch_inter_op_threads": torch.get_num_interop_threads(),
-            },
+            "threads": torch_threads(torch),
             "versions": {"torch": torch.__version__, "numpy": np.__version__},
             "torch_config": {
                 "mkldnn": torch.backends.mkldnn.is_available(),

@@ -16,13 +16,14 @@ this task that the script could take instead).
 
 from __future__ import annotations
 
-from benchmarks.common import ROOT, SOLVE_RETURNS, ratio_table, time_to_return
+from benchmarks.common import ROOT, SOLVE_RETURNS, observed_and_notes, print_run, time_to_return
 from benchmarks.ppo_cartpole import (
-    DOC,
     PEERS,
     compare,
-    fmt,
+    measured_on,
     parse_args,
+    peer_table,
+    peer_versions,
     ratios,
     save,
     write_doc,
@@ -63,33 +64,26 @@ def add_threshold(results: dict[str, dict], threshold: float) -> None:
         r[f"steps_to_{threshold:g}_w10"] = solve and solve["env_steps"]
 
 
+# (row label, result key or None for the load averages, digits)
+ROWS = (
+    ("env steps trained", "env_steps", 0),
+    ("compile s", "compile_seconds", 1),
+    ("env steps/s (training, compile excluded)", "env_steps_per_second", 0),
+    (f"wall-to-{THRESHOLD} s, incl. compile (10-episode mean)", f"wall_to_{THRESHOLD}_w10", 1),
+    (f"env steps to {THRESHOLD} (10-episode mean)", f"steps_to_{THRESHOLD}_w10", 0),
+    (f"wall-to-{THRESHOLD} s, incl. compile (100-episode mean)", f"wall_to_{THRESHOLD}", 1),
+    (f"env steps to {THRESHOLD} (100-episode mean)", f"steps_to_{THRESHOLD}", 0),
+    (f"wall-to-{LOW:g} s, incl. compile (10-episode mean)", f"wall_to_{LOW:g}_w10", 1),
+    (f"env steps to {LOW:g} (10-episode mean)", f"steps_to_{LOW:g}_w10", 0),
+    ("final return (16 eval episodes, deterministic; max 1000)", "final_return", 1),
+    ("peak RSS MB", "process_peak_rss_mb", 0),
+    ("process wall s (imports to exit)", "process_wall_seconds", 1),
+    ("load average before / after", None, 0),
+)
+
+
 def table(report: dict) -> str:
-    results = report["results"]
-    peers = [p for p in PEERS if p in results]
-    lines = [
-        "| | " + " | ".join(LABELS[p] for p in peers) + " |",
-        "|---" * (len(peers) + 1) + "|",
-    ]
-    rows = [
-        ("env steps trained", "env_steps", 0),
-        ("compile s", "compile_seconds", 1),
-        ("env steps/s (training, compile excluded)", "env_steps_per_second", 0),
-        (f"wall-to-{THRESHOLD} s, incl. compile (10-episode mean)", f"wall_to_{THRESHOLD}_w10", 1),
-        (f"env steps to {THRESHOLD} (10-episode mean)", f"steps_to_{THRESHOLD}_w10", 0),
-        (f"wall-to-{THRESHOLD} s, incl. compile (100-episode mean)", f"wall_to_{THRESHOLD}", 1),
-        (f"env steps to {THRESHOLD} (100-episode mean)", f"steps_to_{THRESHOLD}", 0),
-        (f"wall-to-{LOW:g} s, incl. compile (10-episode mean)", f"wall_to_{LOW:g}_w10", 1),
-        (f"env steps to {LOW:g} (10-episode mean)", f"steps_to_{LOW:g}_w10", 0),
-        ("final return (16 eval episodes, deterministic; max 1000)", "final_return", 1),
-        ("peak RSS MB", "process_peak_rss_mb", 0),
-        ("process wall s (imports to exit)", "process_wall_seconds", 1),
-    ]
-    for label, key, digits in rows:
-        cells = [fmt(results[p].get(key), digits) for p in peers]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    loads = [f"{results[p]['load_before'][0]} / {results[p]['load_after'][0]}" for p in peers]
-    lines.append("| load average before / after | " + " | ".join(loads) + " |")
-    return "\n".join([*lines, "", *ratio_table(report["ratios"])])
+    return peer_table(report, LABELS, ROWS)
 
 
 def facts(report: dict) -> list[str]:
@@ -119,20 +113,12 @@ def facts(report: dict) -> list[str]:
 
 def markdown(report: dict, notes: str) -> str:
     m, results = report["machine"], report["results"]
-    versions = "; ".join(
-        f"{LABELS[p]}: " + ", ".join(f"{k} {v}" for k, v in results[p]["versions"].items())
-        for p in PEERS
-        if p in results
-    )
     threads = report["threads"]
     steps = ", ".join(f"{LABELS[p]} {report['budgets'][p]:,}" for p in PEERS if p in results)
     return f"""{SECTION}
 
 Command: `{COMMAND}` (`--quick`: a smoke test with tiny budgets). One invocation runs the three
-peers one after another, each in its own process. Measured {report["date"]} (seqrl at
-{report.get("seqrl_revision", "an unrecorded commit")}) on {m["nproc"]} cores
-({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB RAM), no GPU, {m["platform"]}. Load average
-(1 min): {report["load_before"][0]} before the run, {report["load_after"][0]} after it; per peer
+peers one after another, each in its own process. {measured_on(report)}
 in the table. Raw numbers and per-update curves: `docs/benchmarks/ppo_brax.json`.
 
 **SB3 runs MuJoCo, not brax**: SB3 has no brax backend, so its peer is gymnasium's
@@ -176,15 +162,9 @@ How it is measured (as in the CartPole comparison):
 - Threads: XLA_FLAGS {threads["XLA_FLAGS"]}, i.e. XLA's own CPU thread pool over the
   {m["nproc"]} cores for both JAX peers; torch intra-op threads
   {threads.get("torch_intra_op_threads", "n/a")}.
-- Versions: {versions}.
+- Versions: {peer_versions(report, LABELS)}.
 
-Observed in this run:
-{chr(10).join("- " + f for f in facts(report))}
-
-{NOTES_START}
-{notes.strip()}
-{NOTES_END}
-"""
+{observed_and_notes(facts(report), (NOTES_START, NOTES_END), notes)}"""
 
 
 def main() -> None:
@@ -202,14 +182,9 @@ def main() -> None:
     report, workdir = compare(args, report, budgets, timeout, TASK, TARGETS)
     add_threshold(report["results"], LOW)
     report["ratios"] = ratios(report["results"], TARGETS)
-    print()
-    print(table(report))
-    print()
-    for line in facts(report):
-        print("- " + line)
+    print_run(table(report), facts(report))
     if save(args, report, workdir, DOC_JSON):
         write_doc(report, SECTION, (NOTES_START, NOTES_END), markdown)
-        print(f"table: {DOC.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -22,18 +22,29 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import shutil
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, load_average, machine, ratio_table, seqrl_revision
+from benchmarks.common import (
+    ROOT,
+    bench_workdir,
+    cold_compile_env,
+    load_average,
+    observed_and_notes,
+    print_run,
+    ratio_table,
+    replace_section,
+    run_header,
+    run_process,
+    save_report,
+    section_notes,
+    versions_text,
+)
 
 DOC = ROOT / "docs" / "benchmarks.md"
 DOC_JSON = ROOT / "docs" / "benchmarks" / "ppo_cartpole.json"
@@ -116,18 +127,6 @@ def compact_curve(rows: list[dict]) -> dict[str, Any]:
     }
 
 
-def dumps(obj: Any, indent: int = 0) -> str:
-    """JSON with one key per line; a list of scalars, and each item of a list of lists or dicts,
-    on one line."""
-    pad, inner = " " * indent, " " * (indent + 1)
-    if isinstance(obj, dict) and obj:
-        items = [f"{inner}{json.dumps(k)}: {dumps(v, indent + 1)}" for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, list) and obj and all(isinstance(x, list | dict) for x in obj):
-        return "[\n" + ",\n".join(inner + json.dumps(x) for x in obj) + "\n" + pad + "]"
-    return json.dumps(obj)
-
-
 def seqrl_updates_per_chunk(task: str, steps: int) -> int:
     """The updates per jitted chunk of seqrl's loop for ``task`` at ``steps`` env steps (its
     config's ``loop.num_chunks`` through :func:`seqrl.loop.plan_chunks`): a peer that chunks
@@ -138,6 +137,46 @@ def seqrl_updates_per_chunk(task: str, steps: int) -> int:
 
     config = cfg.load_config(TASKS[task][0], [f"total_timesteps={steps}"])
     return plan_chunks(config.num_updates, config.loop.num_chunks)[0]
+
+
+def peer_command(peer: str, python: Path, steps: int, out: Path, scratch: Path, task: str):
+    """The command line of one peer worker (``python -m benchmarks.peer_<peer>``)."""
+    return [
+        str(python),
+        "-m",
+        f"benchmarks.peer_{peer}",
+        "--total-steps",
+        str(steps),
+        "--out",
+        str(out),
+        "--workdir",
+        str(scratch),
+        "--task",
+        task,
+        "--updates-per-chunk",
+        str(seqrl_updates_per_chunk(task, steps)),
+    ]
+
+
+def peer_env(compile_cache: Path | None) -> dict[str, str]:
+    """The worker's environment: compiles cold, or through the persistent cache in
+    ``compile_cache``."""
+    env = cold_compile_env()
+    if compile_cache is not None:
+        env["SEQRL_COMPILE_CACHE"] = "1"
+        env["JAX_COMPILATION_CACHE_DIR"] = str(compile_cache)
+    return env
+
+
+def add_solve_times(result: dict) -> None:
+    """``wall_to_<threshold>`` / ``steps_to_<threshold>`` (``_w10``: 10-episode window) from the
+    result's ``solve``; None where never reached."""
+    threshold = f"{result['solve']['threshold']:g}"
+    for window, suffix in (("100", ""), ("10", "_w10")):
+        solve = result["solve"]["windows"][window]
+        reached = None if solve is None else round(solve["wall_seconds"], 2)
+        result[f"wall_to_{threshold}{suffix}"] = reached
+        result[f"steps_to_{threshold}{suffix}"] = None if solve is None else solve["env_steps"]
 
 
 def run_peer(
@@ -160,63 +199,16 @@ def run_peer(
     log = workdir / f"{name}.log"
     scratch = workdir if name == peer else workdir / name  # the worker's run directories
     scratch.mkdir(exist_ok=True)
-    cmd = [
-        str(python),
-        "-m",
-        f"benchmarks.peer_{peer}",
-        "--total-steps",
-        str(steps),
-        "--out",
-        str(out),
-        "--workdir",
-        str(scratch),
-        "--task",
-        task,
-        "--updates-per-chunk",
-        str(seqrl_updates_per_chunk(task, steps)),
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env["SEQRL_COMPILE_CACHE"] = "0"
-    if compile_cache is not None:
-        env["SEQRL_COMPILE_CACHE"] = "1"
-        env["JAX_COMPILATION_CACHE_DIR"] = str(compile_cache)
-    load_before = load_average()
-    print(f"[run] {name}: {steps:,} env steps (load {load_before[0]}; log: {log})", flush=True)
-    start = time.perf_counter()
-    with log.open("w") as sink:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
-        deadline = start + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0 or not out.exists():
-        tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
-        sys.exit(f"[run] {name} failed (exit {proc.returncode}) after {wall:.0f} s:\n{tail}")
-    result = json.loads(out.read_text())
+    cmd = peer_command(peer, python, steps, out, scratch, task)
+    env = peer_env(compile_cache)
+    result, wall = run_process(name, cmd, out, log, timeout, env, what=f": {steps:,} env steps")
     result["updates"] = compact_curve(result["updates"])
-    result["process_wall_seconds"] = round(wall, 2)
-    result["process_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
-    result["load_before"] = load_before
-    result["load_after"] = load_average()
     result["command"] = (
         " ".join(cmd[:3])
         + f" --total-steps {steps}"
         + ("" if task == "cartpole" else f" --task {task}")
     )
-    threshold = f"{result['solve']['threshold']:g}"
-    for window, suffix in (("100", ""), ("10", "_w10")):
-        solve = result["solve"]["windows"][window]
-        reached = None if solve is None else round(solve["wall_seconds"], 2)
-        result[f"wall_to_{threshold}{suffix}"] = reached
-        result[f"steps_to_{threshold}{suffix}"] = None if solve is None else solve["env_steps"]
+    add_solve_times(result)
     print(f"[run] {name}: done in {wall:.1f} s", flush=True)
     return result
 
@@ -276,26 +268,31 @@ def fmt(x: Any, digits: int = 1) -> str:
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
-def table(report: dict) -> str:
+# (row label, result key or None for the load averages, digits)
+ROWS = (
+    ("env steps trained", "env_steps", 0),
+    ("compile s", "compile_seconds", 1),
+    ("env steps/s (training, compile excluded)", "env_steps_per_second", 0),
+    ("wall-to-475 s, incl. compile (100-episode mean)", "wall_to_475", 1),
+    ("env steps to 475 (100-episode mean)", "steps_to_475", 0),
+    ("wall-to-475 s, incl. compile (10-episode mean)", "wall_to_475_w10", 1),
+    ("env steps to 475 (10-episode mean)", "steps_to_475_w10", 0),
+    ("compile s, compile cache warm", "compile_seconds_warm", 1),
+    ("wall-to-475 s, compile cache warm (100-episode mean)", "wall_to_475_warm", 1),
+    ("final return (64 eval episodes, deterministic)", "final_return", 1),
+    ("peak RSS MB", "peak_rss_mb", 0),
+    ("process wall s (imports to exit)", "process_wall_seconds", 1),
+    ("load average before / after", None, 0),
+)
+
+
+def peer_table(report: dict, labels: dict[str, str], rows: tuple) -> str:
+    """A peer comparison's table, a column per peer that ran (``rows``: (label, result key or
+    None for the load averages, digits); a ``*_warm`` key is seqrl's alone), then its ratios."""
     results = report["results"]
     peers = [p for p in PEERS if p in results]
-    head = "| | " + " | ".join(LABELS[p] for p in peers) + " |"
+    head = "| | " + " | ".join(labels[p] for p in peers) + " |"
     lines = [head, "|---" * (len(peers) + 1) + "|"]
-    rows = [
-        ("env steps trained", "env_steps", 0),
-        ("compile s", "compile_seconds", 1),
-        ("env steps/s (training, compile excluded)", "env_steps_per_second", 0),
-        ("wall-to-475 s, incl. compile (100-episode mean)", "wall_to_475", 1),
-        ("env steps to 475 (100-episode mean)", "steps_to_475", 0),
-        ("wall-to-475 s, incl. compile (10-episode mean)", "wall_to_475_w10", 1),
-        ("env steps to 475 (10-episode mean)", "steps_to_475_w10", 0),
-        ("compile s, compile cache warm", "compile_seconds_warm", 1),
-        ("wall-to-475 s, compile cache warm (100-episode mean)", "wall_to_475_warm", 1),
-        ("final return (64 eval episodes, deterministic)", "final_return", 1),
-        ("peak RSS MB", "peak_rss_mb", 0),
-        ("process wall s (imports to exit)", "process_wall_seconds", 1),
-        ("load average before / after", None, 0),
-    ]
     for label, key, digits in rows:
         if key is None:
             cells = [
@@ -308,6 +305,10 @@ def table(report: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", *ratio_table(report["ratios"])]
     return "\n".join(lines)
+
+
+def table(report: dict) -> str:
+    return peer_table(report, LABELS, ROWS)
 
 
 def facts(report: dict) -> list[str]:
@@ -347,22 +348,30 @@ def facts(report: dict) -> list[str]:
     return out
 
 
+def peer_versions(report: dict, labels: dict[str, str]) -> str:
+    """The Versions line of a peer comparison: each peer's packages, under its label."""
+    results = report["results"]
+    return versions_text({labels[p]: results[p]["versions"] for p in PEERS if p in results})
+
+
+def measured_on(report: dict) -> str:
+    """When, at which commit and on what machine a peer comparison ran, and the load: lines of
+    its section that end in "per peer", for the caller's "in the table" on the next line."""
+    m = report["machine"]
+    return f"""Measured {report["date"]} (seqrl at
+{report.get("seqrl_revision", "an unrecorded commit")}) on {m["nproc"]} cores
+({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB RAM), no GPU, {m["platform"]}. Load average
+(1 min): {report["load_before"][0]} before the run, {report["load_after"][0]} after it; per peer"""
+
+
 def markdown(report: dict, notes: str) -> str:
     m, results = report["machine"], report["results"]
-    versions = "; ".join(
-        f"{LABELS[p]}: " + ", ".join(f"{k} {v}" for k, v in results[p]["versions"].items())
-        for p in PEERS
-        if p in results
-    )
     threads = report["threads"]
     return f"""{SECTION}
 
 Command: `{COMMAND}`
 (`--quick`: a smoke test with tiny budgets). One invocation runs the three peers one after
-another, each in its own process. Measured {report["date"]} (seqrl at
-{report.get("seqrl_revision", "an unrecorded commit")}) on {m["nproc"]} cores
-({m["cpu"] or "unknown CPU"}, {m["memory_gb"]} GB RAM), no GPU, {m["platform"]}. Load average
-(1 min): {report["load_before"][0]} before the run, {report["load_after"][0]} after it; per peer
+another, each in its own process. {measured_on(report)}
 in the table. The machine is shared, so absolute numbers move 2-8x with load; the ratios come
 from one side-by-side run. Raw numbers and per-update curves: `docs/benchmarks/ppo_cartpole.json`.
 
@@ -413,15 +422,9 @@ How it is measured:
   {threads.get("torch_intra_op_threads", "n/a")} (inter-op {
         threads.get("torch_inter_op_threads", "n/a")
     }).
-- Versions: {versions}.
+- Versions: {peer_versions(report, LABELS)}.
 
-Observed in this run:
-{chr(10).join("- " + f for f in facts(report))}
-
-{NOTES_START}
-{notes.strip()}
-{NOTES_END}
-"""
+{observed_and_notes(facts(report), (NOTES_START, NOTES_END), notes)}"""
 
 
 def write_doc(
@@ -431,22 +434,11 @@ def write_doc(
     render: Any = None,
 ) -> None:
     """Replaces a benchmark's section of docs/benchmarks.md, keeping its hand-written notes block
-    (``render(report, notes)`` makes the section; default: this benchmark's :func:`markdown`)."""
-    notes_start, notes_end = notes_markers
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    start = text.find(section_heading)
-    notes = ""
-    if start >= 0:
-        nxt = text.find("\n## ", start + len(section_heading))
-        end = len(text) if nxt < 0 else nxt + 1
-        old = text[start:end]
-        if notes_start in old and notes_end in old:
-            notes = old.split(notes_start, 1)[1].split(notes_end, 1)[0]
-        before, after = text[:start], text[end:]
-    else:
-        before, after = text.rstrip("\n") + "\n\n", ""
-    section = (render or markdown)(report, notes)
-    DOC.write_text(before + section + ("\n" + after if after else ""))
+    (``render(report, notes)`` makes the section; default: this benchmark's :func:`markdown`),
+    and says so."""
+    notes = section_notes(DOC, section_heading, notes_markers)
+    replace_section(DOC, section_heading, (render or markdown)(report, notes))
+    print(f"table: {DOC.relative_to(ROOT)}")
 
 
 def parse_args(description: str) -> argparse.Namespace:
@@ -478,26 +470,14 @@ def compare(
     """Runs ``args.peers`` on ``task`` one after another into ``report`` (which names the
     benchmark and its command); the report and the run's scratch folder. ``warm``: seqrl also
     runs with its compilation cache warm (:func:`warm_cache_run`)."""
-    name = report["benchmark"]
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    workdir = ROOT / "runs" / "bench" / f"{name}-{stamp}{'-quick' if args.quick else ''}"
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = bench_workdir(report["benchmark"], args.quick)
 
     # SETUP every interpreter before any timing starts.
     peers = args.peers
     pythons = {p: Path(sys.executable) if p == "seqrl" else ensure_venv(p, workdir) for p in peers}
 
     # RUN the peers one after another.
-    report.update(
-        {
-            "quick": args.quick,
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": report["command"] + (" --quick" if args.quick else ""),
-            "seqrl_revision": seqrl_revision(),
-            "machine": machine(),
-            "load_before": load_average(),
-        }
-    )
+    report.update({**run_header(report["command"], args.quick), "load_before": load_average()})
     results = {p: run_peer(p, pythons[p], budgets[p], workdir, timeout, task) for p in peers}
     if warm and "seqrl" in results:
         again = warm_cache_run(budgets["seqrl"], workdir, timeout, task)
@@ -527,12 +507,7 @@ def save(args: argparse.Namespace, report: dict, workdir: Path, doc_json: Path) 
     """Writes the report as JSON: into ``doc_json`` after a full run of every peer (then True:
     the caller writes its doc section), else into the run's scratch folder."""
     full = not args.quick and set(args.peers) == set(PEERS)
-    json_path = doc_json if full else workdir / f"{report['benchmark']}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(dumps(report) + "\n")
-    print(f"\nresults: {json_path.relative_to(ROOT)}")
-    if args.json:
-        args.json.write_text(dumps(report) + "\n")
+    save_report(report, doc_json if full else workdir / f"{report['benchmark']}.json", args.json)
     return full
 
 
@@ -542,14 +517,9 @@ def main() -> None:
     timeout = args.timeout or (600.0 if args.quick else 1800.0)
     report = {"benchmark": "ppo_cartpole", "command": COMMAND}
     report, workdir = compare(args, report, budgets, timeout, warm=True)
-    print()
-    print(table(report))
-    print()
-    for line in facts(report):
-        print("- " + line)
+    print_run(table(report), facts(report))
     if save(args, report, workdir, DOC_JSON):
         write_doc(report)
-        print(f"table: {DOC.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
