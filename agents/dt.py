@@ -317,41 +317,59 @@ class Internals:
     action_distribution: Any
 
 
-def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
-    """``trajectories``: padded data (default: ``seqrl.data.load_dataset(config.dataset)``)."""
-    if trajectories is None:
-        from seqrl.data import load_dataset
+# identity equality and hash (eq=False): the fields hold device arrays and a dict-holding config,
+# and the Trainer's fields are this object's bound methods
+@dataclasses.dataclass(frozen=True, eq=False)
+class Learner:
+    """One DT learner (one seed): the eval env, the dataset as the update reads it, the model
+    and the optimizer, with the pure functions :func:`make_trainer` hands the loop as bound
+    methods."""
 
-        trajectories, _ = load_dataset(config.dataset)
-    d = config.dt
-    env = make_vec(config.env, config.num_envs, env_kwargs=config.env_kwargs)
-    env_params = env.default_params
-    action_space = env.action_space(env_params)
-    data, obs_mean, obs_std = window_data(trajectories, config)
-    if data.obs.shape[2:] != tuple(env.observation_space(env_params).shape):
-        raise ConfigError(
-            f"dataset {config.dataset}: observations of shape {data.obs.shape[2:]} do not fit "
-            f"{config.env} ({env.observation_space(env_params).shape})"
-        )
-    model = make_model(config, action_space)
-    tx, schedule = make_optimizer(d)
-    k = d.context
+    config: Config
+    env: Any
+    env_params: Any
+    data: WindowData
+    obs_mean: np.ndarray
+    obs_std: np.ndarray
+    model: DecisionTransformer
+    tx: Any
+    schedule: Any
 
-    def init(key: jax.Array) -> LearnerState:
+    @classmethod
+    def from_config(cls, config: Config, trajectories: Any | None = None) -> Learner:
+        """``trajectories``: padded data (default: ``seqrl.data.load_dataset(config.dataset)``)."""
+        if trajectories is None:
+            from seqrl.data import load_dataset
+
+            trajectories, _ = load_dataset(config.dataset)
+        env = make_vec(config.env, config.num_envs, env_kwargs=config.env_kwargs)
+        env_params = env.default_params
+        action_space = env.action_space(env_params)
+        data, obs_mean, obs_std = window_data(trajectories, config)
+        if data.obs.shape[2:] != tuple(env.observation_space(env_params).shape):
+            raise ConfigError(
+                f"dataset {config.dataset}: observations of shape {data.obs.shape[2:]} do not "
+                f"fit {config.env} ({env.observation_space(env_params).shape})"
+            )
+        model = make_model(config, action_space)
+        tx, schedule = make_optimizer(config.dt)
+        return cls(config, env, env_params, data, obs_mean, obs_std, model, tx, schedule)
+
+    def init(self, key: jax.Array) -> LearnerState:
         key, init_key = jax.random.split(key)
-        w = sample_batch(init_key, data, 1, k)
-        params = model.init(init_key, w.rtg, w.obs, w.actions, w.timesteps, w.mask)
+        w = sample_batch(init_key, self.data, 1, self.config.dt.context)
+        params = self.model.init(init_key, w.rtg, w.obs, w.actions, w.timesteps, w.mask)
         return LearnerState(
             params=params,
-            opt_state=tx.init(params),
+            opt_state=self.tx.init(params),
             key=key,
             update_step=jnp.zeros((), jnp.int32),
-            obs_mean=jnp.asarray(obs_mean),
-            obs_std=jnp.asarray(obs_std),
+            obs_mean=jnp.asarray(self.obs_mean),
+            obs_std=jnp.asarray(self.obs_std),
         )
 
-    def loss_fn(params, batch: Window, key: jax.Array):
-        dist = model.apply(
+    def loss(self, params, batch: Window, key: jax.Array):
+        dist = self.model.apply(
             params,
             batch.rtg,
             batch.obs,
@@ -365,30 +383,32 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         nll = -jnp.sum(log_prob * batch.mask) / jnp.maximum(batch.mask.sum(), 1.0)
         return nll + dist.aux_loss(), {"action_loss": nll}
 
-    def update(state: LearnerState, data: WindowData) -> tuple[LearnerState, dict]:
+    def update(self, state: LearnerState, data: WindowData) -> tuple[LearnerState, dict]:
+        d = self.config.dt
         key, batch_key, drop_key = jax.random.split(state.key, 3)
         # the batch of windows is the data-parallel axis (sharded when the seeds are not)
-        batch = distributed.constrain_batch(sample_batch(batch_key, data, d.batch_size, k))
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        batch = distributed.constrain_batch(sample_batch(batch_key, data, d.batch_size, d.context))
+        (loss, stats), grads = jax.value_and_grad(self.loss, has_aux=True)(
             state.params, batch, drop_key
         )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         state = state.replace(
             params=params, opt_state=opt_state, key=key, update_step=state.update_step + 1
         )
         metrics = {"loss": loss, **stats, "grad_norm": optax.tree.norm(grads)}
-        return state, {**metrics, "lr": schedule(state.update_step)}
+        return state, {**metrics, "lr": self.schedule(state.update_step)}
 
-    def action_distribution(state: LearnerState, windows: Window):
+    def action_distribution(self, state: LearnerState, windows: Window):
         """The predicted action distribution at every step of ``windows`` (``[B, K]``, in the
         units of ``trainer.data``: normalized states, scaled returns-to-go, e.g. from
         ``sample_batch``), as in evaluation (no dropout)."""
         w = windows
-        return model.apply(state.params, w.rtg, w.obs, w.actions, w.timesteps, w.mask)
+        return self.model.apply(state.params, w.rtg, w.obs, w.actions, w.timesteps, w.mask)
 
-    def policy_step(state: LearnerState, target_return: float, deterministic: bool):
+    def policy_step(self, state: LearnerState, target_return: float, deterministic: bool):
         """The on-device acting step with a rolling context of the last K steps."""
+        d = self.config.dt
 
         def step(carry, obs, first, key, reward):
             keep = ~first[:, None]
@@ -410,7 +430,7 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
                 "timesteps": push(carry["timesteps"], t_now),
                 "mask": push(carry["mask"], jnp.ones_like(carry["mask"][:, 0])),
             }
-            dist = action_distribution(state, Window(**carry))
+            dist = self.action_distribution(state, Window(**carry))
             action = dist.mode() if deterministic else dist.sample(key)
             action = action[:, -1]
             carry["actions"] = carry["actions"].at[:, -1].set(action)
@@ -418,7 +438,8 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
 
         return step
 
-    def initial_context(batch: int) -> dict:
+    def initial_context(self, batch: int) -> dict:
+        k, data = self.config.dt.context, self.data
         return {
             "obs": jnp.zeros((batch, k, *data.obs.shape[2:]), jnp.float32),
             "actions": jnp.zeros((batch, k, *data.actions.shape[2:]), data.actions.dtype),
@@ -427,17 +448,18 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
             "mask": jnp.zeros((batch, k), jnp.float32),
         }
 
-    def evaluate(state, key, num_episodes, deterministic, target_return=None):
+    def evaluate(self, state, key, num_episodes, deterministic, target_return=None):
         """Returns of ``num_episodes`` episodes, run ``num_envs`` at a time."""
-        target = d.target_return if target_return is None else target_return
+        config = self.config
+        target = config.dt.target_return if target_return is None else target_return
         rounds = -(-num_episodes // config.num_envs)
 
         def one_round(key):
             return episode_returns(
-                policy_step(state, target, deterministic),
-                initial_context(config.num_envs),
-                env,
-                env_params,
+                self.policy_step(state, target, deterministic),
+                self.initial_context(config.num_envs),
+                self.env,
+                self.env_params,
                 key,
                 config.loop.eval_max_steps,
                 policy_takes_reward=True,
@@ -446,17 +468,27 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         returns = jax.lax.map(one_round, jax.random.split(key, rounds)).reshape(-1)
         return {"returns": returns[:num_episodes]}
 
+
+def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
+    """``trajectories``: padded data (default: ``seqrl.data.load_dataset(config.dataset)``)."""
+    learner = Learner.from_config(config, trajectories)
+    d = config.dt
     return Trainer(
-        init=init,
-        update=update,
-        evaluate=evaluate,
+        init=learner.init,
+        update=learner.update,
+        evaluate=learner.evaluate,
         num_updates=config.total_updates,
         steps_per_update=d.batch_size,
         unit="samples",
-        data=data,
+        data=learner.data,
         data_axis=distributed.DataAxis(d.batch_size, "dt.batch_size", distributed.replicated_specs),
         return_conditioned=True,
-        internals=Internals(model, policy_step, initial_context, action_distribution),
+        internals=Internals(
+            learner.model,
+            learner.policy_step,
+            learner.initial_context,
+            learner.action_distribution,
+        ),
     )
 
 

@@ -267,43 +267,52 @@ class Internals:
     minibatches: Any
 
 
-def make_trainer(config: Config) -> Trainer:
-    """Pure functions for the training loop: ``init(key)``, ``update(state)``, ``evaluate``.
-    With ``config.tasks`` set, one learner per task of that split, vmapped (see
-    :func:`per_task_trainer`)."""
-    single = single_trainer(config)
-    return single if config.tasks == "none" else per_task_trainer(config, single)
+# identity equality and hash (eq=False): the config holds a dict, and the Trainer's fields are
+# this object's bound methods
+@dataclasses.dataclass(frozen=True, eq=False)
+class Learner:
+    """One PPO learner (one seed): the training env, the actor-critic and the optimizer, with
+    the pure functions :func:`single_trainer` hands the loop as bound methods. They read the env
+    params from the learner state when ``init`` was given some (``init(key,
+    task_params=...)``), else the env's defaults (``env_params``)."""
 
+    config: Config
+    venv: Any
+    env_params: Any
+    network: Any
+    tx: Any
 
-def single_trainer(config: Config) -> Trainer:
-    """One learner (one seed). Its functions read the env params from the learner state when
-    ``init`` was given some (``init(key, env_params=task_params)``), else the env's defaults."""
-    p = config.ppo
-    venv = make_env(config, config.num_envs)
-    env_params = venv.default_params
-    action_space = venv.action_space(env_params)
-    network = make_network(config, action_space)
-    num_updates = config.num_updates
-    # one flat parameter vector for the optimizer: Adam's and the norm clip's elementwise work
-    # runs as one fused loop instead of one per parameter array (~3% of an update on CPU)
-    tx = optax.flatten(
-        optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.scale_by_adam(eps=1e-5))
-    )
+    @classmethod
+    def from_config(cls, config: Config) -> Learner:
+        venv = make_env(config, config.num_envs)
+        env_params = venv.default_params
+        network = make_network(config, venv.action_space(env_params))
+        # one flat parameter vector for the optimizer: Adam's and the norm clip's elementwise
+        # work runs as one fused loop instead of one per parameter array (~3% of an update on CPU)
+        p = config.ppo
+        tx = optax.flatten(
+            optax.chain(optax.clip_by_global_norm(p.max_grad_norm), optax.scale_by_adam(eps=1e-5))
+        )
+        return cls(config, venv, env_params, network, tx)
 
-    def params_of(s: LearnerState):
-        return getattr(s, "env_params", env_params)
+    def params_of(self, s: LearnerState):
+        """The env params ``s`` acts in: its own task's, else the env's defaults."""
+        return getattr(s, "env_params", self.env_params)
 
     def init(
-        key: jax.Array, hparams: HyperParams | None = None, task_params: Any = None
+        self, key: jax.Array, hparams: HyperParams | None = None, task_params: Any = None
     ) -> LearnerState:
+        config, network = self.config, self.network
         key, net_key, env_key = jax.random.split(key, 3)
-        obs, env_state = venv.reset(env_key, env_params if task_params is None else task_params)
+        obs, env_state = self.venv.reset(
+            env_key, self.env_params if task_params is None else task_params
+        )
         carry = network.initialize_carry(config.num_envs)
         first = jnp.ones(config.num_envs, jnp.bool_)
         params = network.init(net_key, carry, obs[None], first[None])
         state = LearnerState(
             params=params,
-            opt_state=tx.init(params),
+            opt_state=self.tx.init(params),
             env_state=env_state,
             obs=obs,
             first=first,
@@ -317,7 +326,9 @@ def single_trainer(config: Config) -> Trainer:
             return state
         return TaskLearnerState(**vars(state), env_params=task_params)
 
-    def act(s: LearnerState, key: jax.Array):
+    # -- COLLECT ---------------------------------------------------------------------------------
+
+    def act(self, s: LearnerState, key: jax.Array):
         """``(carry, action, log_prob, value, prev_next_value)``: the first four for
         ``s.obs``, the last the bootstrap value V(s.final_obs) of the previous step (for a
         recurrent network continued from the same carry without a reset): one call on a doubled
@@ -327,52 +338,55 @@ def single_trainer(config: Config) -> Trainer:
         obs = jnp.concatenate([s.obs, s.final_obs])[None]
         resets = jnp.concatenate([s.first, jnp.zeros_like(s.first)])[None]
         both = jax.tree.map(lambda c: jnp.concatenate([c, c]), s.carry)
-        carry, dist, value = network.apply(s.params, both, obs, resets)
+        carry, dist, value = self.network.apply(s.params, both, obs, resets)
         action = dist.sample(key)
         log_prob = dist.log_prob(action)
         carry = jax.tree.map(lambda c: c[:n], carry)
         return carry, action[0, :n], log_prob[0, :n], value[0, :n], value[0, n:]
 
-    def collect(state: LearnerState) -> tuple[LearnerState, Transition]:
-        def env_step(s: LearnerState, _):
-            key, act_key, step_key = jax.random.split(s.key, 3)
-            carry, action, log_prob, value, prev_next_value = act(s, act_key)
-            obs, env_state, reward, terminated, truncated, info = venv.step(
-                step_key, s.env_state, action, params_of(s)
-            )
-            done = jnp.logical_or(terminated, truncated)
-            transition = Transition(
-                obs=s.obs,
-                first=s.first,
-                action=action,
-                log_prob=log_prob,
-                value=value,
-                reward=reward,
-                terminated=terminated,
-                done=done,
-                final_obs=info["final_observation"],
-                prev_next_value=prev_next_value,
-                episode_done=info["episode_done"],
-                episode_return=info["episode_return"],
-            )
-            s = s.replace(
-                env_state=env_state,
-                obs=obs,
-                first=done,
-                final_obs=info["final_observation"],
-                carry=carry,
-                key=key,
-            )
-            return s, transition
+    def env_step(self, s: LearnerState, _) -> tuple[LearnerState, Transition]:
+        """One step of every env (the body of :meth:`collect`'s scan)."""
+        key, act_key, step_key = jax.random.split(s.key, 3)
+        carry, action, log_prob, value, prev_next_value = self.act(s, act_key)
+        obs, env_state, reward, terminated, truncated, info = self.venv.step(
+            step_key, s.env_state, action, self.params_of(s)
+        )
+        done = jnp.logical_or(terminated, truncated)
+        transition = Transition(
+            obs=s.obs,
+            first=s.first,
+            action=action,
+            log_prob=log_prob,
+            value=value,
+            reward=reward,
+            terminated=terminated,
+            done=done,
+            final_obs=info["final_observation"],
+            prev_next_value=prev_next_value,
+            episode_done=info["episode_done"],
+            episode_return=info["episode_return"],
+        )
+        s = s.replace(
+            env_state=env_state,
+            obs=obs,
+            first=done,
+            final_obs=info["final_observation"],
+            carry=carry,
+            key=key,
+        )
+        return s, transition
 
-        return jax.lax.scan(env_step, state, None, p.num_steps)
+    def collect(self, state: LearnerState) -> tuple[LearnerState, Transition]:
+        return jax.lax.scan(self.env_step, state, None, self.config.ppo.num_steps)
 
-    def advantages(state: LearnerState, traj: Transition):
+    # -- ADVANTAGES ------------------------------------------------------------------------------
+
+    def advantages(self, state: LearnerState, traj: Transition):
         h = state.hparams
         # V of the observation each step led to (the next observation unless the episode ended,
         # then the one before the auto-reset): computed while acting, one step late, plus one
         # call for the last step.
-        _, _, last = network.apply(
+        _, _, last = self.network.apply(
             state.params, state.carry, state.final_obs[None], jnp.zeros_like(state.first)[None]
         )
         next_values = jnp.concatenate([traj.prev_next_value[1:], last])
@@ -380,16 +394,19 @@ def single_trainer(config: Config) -> Trainer:
             traj.reward, traj.value, next_values, traj.terminated, traj.done, h.gamma, h.gae_lambda
         )
 
-    def loss_fn(params, h: HyperParams, minibatch: tuple[Any, Batch]):
+    # -- UPDATE ----------------------------------------------------------------------------------
+
+    def loss(self, params, h: HyperParams, minibatch: tuple[Any, Batch]):
         """The minibatch's rollout re-run from the carry it started with, then PPO's loss."""
         carry, b = minibatch
-        _, dist, value = network.apply(params, carry, b.obs, b.first)
+        _, dist, value = self.network.apply(params, carry, b.obs, b.first)
         return clipped_loss(dist, value, b, h)
 
-    def minibatches(key, start_carry, batch: Batch):
+    def minibatches(self, key, start_carry, batch: Batch):
         """``num_minibatches`` (carry, Batch) pairs split over environments (axis 1 of [T, B]);
         a feed-forward network's rollout is one [1, T * B] batch of independent samples."""
-        if not network.is_recurrent:
+        p = self.config.ppo
+        if not self.network.is_recurrent:
             batch = jax.tree.map(lambda x: x.reshape(1, -1, *x.shape[2:]), batch)
         n = batch.obs.shape[1]
         perm = shuffle.permutation(key, n)
@@ -412,22 +429,15 @@ def single_trainer(config: Config) -> Trainer:
             batches = batches.replace(advantage=(adv - mean) / (std + 1e-8))
         return carries, batches
 
-    def update(state: LearnerState) -> tuple[LearnerState, dict]:
-        start_carry = state.carry
-        # COLLECT
-        state, traj = collect(state)
-        # ADVANTAGES
-        adv, targets = advantages(state, traj)
-        batch = Batch(traj.obs, traj.first, traj.action, traj.log_prob, traj.value, adv, targets)
-        # UPDATE
+    def epochs(self, state: LearnerState, key, start_carry, batch: Batch, lr):
+        """``update_epochs`` passes of minibatch SGD over ``batch`` from ``state``'s parameters:
+        ``((params, opt_state), stats[epochs, minibatches, LOSS_STATS + grad_norm])``."""
         h = state.hparams
-        frac = 1.0 - state.update_step / num_updates if p.anneal_lr else 1.0
-        lr = h.lr * frac
 
-        def sgd_step(carry, batch):
+        def sgd_step(carry, minibatch):
             params, opt_state = carry
-            grads, stats = jax.grad(loss_fn, has_aux=True)(params, h, batch)
-            updates, opt_state = tx.update(grads, opt_state, params)
+            grads, stats = jax.grad(self.loss, has_aux=True)(params, h, minibatch)
+            updates, opt_state = self.tx.update(grads, opt_state, params)
             updates = jax.tree.map(lambda u: -lr * u, updates)
             # the norm of the flat gradient: the same computation as the norm clip's inside
             # optax.flatten, so XLA computes it once
@@ -436,44 +446,48 @@ def single_trainer(config: Config) -> Trainer:
             return (optax.apply_updates(params, updates), opt_state), stats
 
         def epoch(carry, key):
-            batches = minibatches(key, start_carry, batch)
+            batches = self.minibatches(key, start_carry, batch)
             return jax.lax.scan(sgd_step, carry, batches)
 
+        epoch_keys = jax.random.split(key, self.config.ppo.update_epochs)
+        return jax.lax.scan(epoch, (state.params, state.opt_state), epoch_keys)
+
+    def update(self, state: LearnerState) -> tuple[LearnerState, dict]:
+        p = self.config.ppo
+        start_carry = state.carry
+        # COLLECT
+        state, traj = self.collect(state)
+        # ADVANTAGES
+        adv, targets = self.advantages(state, traj)
+        batch = Batch(traj.obs, traj.first, traj.action, traj.log_prob, traj.value, adv, targets)
+        # UPDATE
+        frac = 1.0 - state.update_step / self.config.num_updates if p.anneal_lr else 1.0
+        lr = state.hparams.lr * frac
         key, epoch_key = jax.random.split(state.key)
-        epoch_keys = jax.random.split(epoch_key, p.update_epochs)
-        (params, opt_state), stats = jax.lax.scan(
-            epoch, (state.params, state.opt_state), epoch_keys
-        )
+        (params, opt_state), stats = self.epochs(state, epoch_key, start_carry, batch, lr)
         state = state.replace(
             params=params, opt_state=opt_state, key=key, update_step=state.update_step + 1
         )
-        episodes = traj.episode_done.sum()
-        metrics = dict(zip((*LOSS_STATS, "grad_norm"), stats.reshape(-1, stats.shape[-1]).mean(0)))
-        metrics["lr"] = lr
-        metrics["episodes"] = episodes
-        metrics["episode_return"] = jnp.where(
-            episodes > 0,
-            (traj.episode_return * traj.episode_done).sum() / jnp.maximum(episodes, 1),
-            jnp.nan,
-        )
-        return state, metrics
+        return state, update_metrics(traj, stats, lr)
 
-    eval_max_steps = config.loop.eval_max_steps
+    # -- acting with the trained policy ----------------------------------------------------------
 
-    def rollout_env(state: LearnerState, num_envs: int):
+    def rollout_env(self, state: LearnerState, num_envs: int):
         """``(venv, params)`` to roll the trained policy out in: no reward scaling, observation
         statistics frozen at the trained ones, held-out tasks where the env has a split (a
         per-task learner acts in its own task)."""
         obs_stats = find_state(state.env_state, NormalizeObservationState)
         obs_stats = None if obs_stats is None else obs_stats.stats
-        venv = make_env(config, num_envs, obs_stats=obs_stats, evaluation=True)
+        venv = make_env(self.config, num_envs, obs_stats=obs_stats, evaluation=True)
         if isinstance(state, TaskLearnerState):
             return venv, state.env_params
+        env_params = self.env_params
         params = venv.eval_params(env_params) if hasattr(venv, "eval_params") else env_params
         return venv, params
 
-    def policy_step(state: LearnerState, deterministic: bool):
+    def policy_step(self, state: LearnerState, deterministic: bool):
         """``(carry, obs[B], first[B], key) -> (carry, action[B])`` for the trained policy."""
+        network = self.network
 
         def step(carry, obs, first, key):
             carry, dist, _ = network.apply(state.params, carry, obs[None], first[None])
@@ -482,43 +496,76 @@ def single_trainer(config: Config) -> Trainer:
 
         return step
 
-    def evaluate(state: LearnerState, key: jax.Array, num_episodes: int, deterministic: bool):
-        venv, params = rollout_env(state, num_episodes)
+    def evaluate(self, state: LearnerState, key: jax.Array, num_episodes: int, deterministic: bool):
+        venv, params = self.rollout_env(state, num_episodes)
         return episode_returns(
-            policy_step(state, deterministic),
-            network.initialize_carry(num_episodes),
+            self.policy_step(state, deterministic),
+            self.network.initialize_carry(num_episodes),
             venv,
             params,
             key,
-            eval_max_steps,
-            getattr(env_params, "episodes_per_trial", None),
+            self.config.loop.eval_max_steps,
+            getattr(self.env_params, "episodes_per_trial", None),
         )
 
-    def state_specs(state: LearnerState):
+    def state_specs(self, state: LearnerState):
         """How one seed's learner state is sharded when the env batch is: env states,
         observations and the recurrent carry along the envs; parameters, optimizer state and
         shared statistics (observation normalizer) replicated."""
-        key = jax.random.PRNGKey(0)
+        config, key = self.config, jax.random.PRNGKey(0)
         envs = distributed.leading_axis_specs(
-            lambda n: make_env(config, n).reset(key, env_params)[1], config.num_envs
+            lambda n: make_env(config, n).reset(key, self.env_params)[1], config.num_envs
         )
-        carry = distributed.leading_axis_specs(network.initialize_carry, config.num_envs)
+        carry = distributed.leading_axis_specs(self.network.initialize_carry, config.num_envs)
         batched = distributed.PartitionSpec(distributed.AXIS)
         return distributed.replicated_specs(state).replace(
             env_state=envs, obs=batched, first=batched, final_obs=batched, carry=carry
         )
 
-    actor = Actor(env=rollout_env, policy=policy_step, initial_carry=network.initialize_carry)
+
+def update_metrics(traj: Transition, stats: jax.Array, lr) -> dict:
+    """An update's metrics: the means of the minibatches' ``stats`` (``LOSS_STATS`` and
+    ``grad_norm``), the learning rate and the episodes that ended in the rollout ``traj``."""
+    episodes = traj.episode_done.sum()
+    metrics = dict(zip((*LOSS_STATS, "grad_norm"), stats.reshape(-1, stats.shape[-1]).mean(0)))
+    metrics["lr"] = lr
+    metrics["episodes"] = episodes
+    metrics["episode_return"] = jnp.where(
+        episodes > 0,
+        (traj.episode_return * traj.episode_done).sum() / jnp.maximum(episodes, 1),
+        jnp.nan,
+    )
+    return metrics
+
+
+def make_trainer(config: Config) -> Trainer:
+    """Pure functions for the training loop: ``init(key)``, ``update(state)``, ``evaluate``.
+    With ``config.tasks`` set, one learner per task of that split, vmapped (see
+    :func:`per_task_trainer`)."""
+    single = single_trainer(config)
+    return single if config.tasks == "none" else per_task_trainer(config, single)
+
+
+def single_trainer(config: Config) -> Trainer:
+    """One learner (one seed), its functions those of a :class:`Learner`."""
+    learner = Learner.from_config(config)
+    actor = Actor(
+        env=learner.rollout_env,
+        policy=learner.policy_step,
+        initial_carry=learner.network.initialize_carry,
+    )
     return Trainer(
-        init=init,
-        update=update,
-        evaluate=evaluate,
-        num_updates=num_updates,
+        init=learner.init,
+        update=learner.update,
+        evaluate=learner.evaluate,
+        num_updates=config.num_updates,
         steps_per_update=config.steps_per_update,
-        data_axis=distributed.DataAxis(config.num_envs, "num_envs", state_specs),
+        data_axis=distributed.DataAxis(config.num_envs, "num_envs", learner.state_specs),
         actor=actor,
         meta=InContext(config, actor) if config.env.startswith("meta/") else None,
-        internals=Internals(network, collect, advantages, minibatches),
+        internals=Internals(
+            learner.network, learner.collect, learner.advantages, learner.minibatches
+        ),
     )
 
 
