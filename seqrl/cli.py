@@ -1,4 +1,4 @@
-"""The ``seqrl`` command: train | eval | collect | plot | envs.
+"""The ``seqrl`` command: train | eval | collect | plot | eval-meta | envs.
 
 Exit codes: 0 success, 2 user error (one line on stderr), 1 anything else.
 """
@@ -60,7 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"seqrl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_collect(sub)
+    _add_plot(sub)
+    _add_eval_meta(sub)
+    _add_envs(sub)
+    return parser
 
+
+def _add_train(sub) -> None:
+    """``seqrl train``: CONFIG and overrides, the run directory, resume, multi-host flags."""
     p = sub.add_parser(
         "train",
         help="train an agent from a YAML config",
@@ -101,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="this process, 0..N-1 (env SEQRL_PROCESS_ID)",
     )
 
+
+def _add_eval(sub) -> None:
+    """``seqrl eval``: a run's latest checkpoint rolled out on device."""
     p = sub.add_parser(
         "eval",
         help="evaluate a trained run",
@@ -118,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="return-to-go to condition on (Decision Transformer; default: the config's)",
     )
 
+
+def _add_collect(sub) -> None:
+    """``seqrl collect``: a trained run (or a scripted policy) into a Minari dataset."""
     p = sub.add_parser(
         "collect",
         help="roll out a trained run into an offline dataset (Minari format)",
@@ -175,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--deterministic", action="store_true", help="act with the policy's mode (default: sample)"
     )
 
+
+def _add_plot(sub) -> None:
+    """``seqrl plot``: the learning curves of runs."""
     p = sub.add_parser(
         "plot",
         help="overlay the learning curves of runs",
@@ -184,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("plot.png"), help="PNG to write")
     p.add_argument("--labels", nargs="+", help="legend labels, one per run")
 
+
+def _add_eval_meta(sub) -> None:
+    """``seqrl eval-meta``: few-shot / zero-shot scores on a task family's tasks."""
     p = sub.add_parser(
         "eval-meta",
         help="few-shot / zero-shot evaluation on a task family's held-out tasks",
@@ -219,8 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the run's prompt_dataset or dataset",
     )
 
+
+def _add_envs(sub) -> None:
+    """``seqrl envs``: the registered environments."""
     sub.add_parser("envs", help="list the registered environments")
-    return parser
 
 
 def _train(args) -> int:

@@ -51,7 +51,8 @@ _EVAL_FOLD = 1_000_003
 @partial(jax.jit, static_argnums=(0, 1))
 def run_keys(seed: int, num_seeds: int) -> tuple[jax.Array, jax.Array]:
     """``(training keys, evaluation keys)``, one of each per seed (see :func:`seed_keys`): one
-    small compiled program (the same bits op by op cost a run ~0.1 s more in compiles)."""
+    small compiled program, which compiles faster than the same bits op by op
+    (docs/benchmarks.md)."""
     base = jax.random.PRNGKey(seed)
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(num_seeds))
     return keys, jax.vmap(lambda k: jax.random.fold_in(k, _EVAL_FOLD))(keys)
@@ -81,7 +82,8 @@ def nonfinite(state: Any, metrics: dict) -> jax.Array:
 
 def make_chunk(trainer: Trainer, num_updates: int, *, variable: bool = False):
     """``chunk(states[S], data) -> (states, metrics[S, num_updates])``: ``num_updates`` updates
-    per seed in one ``lax.scan`` (no per-update branching: a ``lax.cond`` here costs ~50%).
+    per seed in one ``lax.scan`` (no per-update branching: a ``lax.cond`` per update is slower,
+    docs/benchmarks.md).
     ``data`` is the trainer's dataset (None for online agents), shared by all seeds.
     ``metrics["nonfinite"]`` is :func:`nonfinite` after each update.
 
@@ -118,9 +120,9 @@ def make_chunk(trainer: Trainer, num_updates: int, *, variable: bool = False):
 
 def init_seeds(trainer: Trainer) -> Callable[[jax.Array], Any]:
     """``init(keys[S]) -> states[S]``, one seed after another (``lax.map``, not ``vmap``):
-    XLA:CPU in jax 0.10.2 hangs at run time on the vmapped init of some networks (GRU/S5 with
-    d_model 64 and two seeds): their orthogonal initializers' LAPACK calls running side by side
-    (see :mod:`seqrl.runtime`). Init runs once, so the sequence costs nothing."""
+    XLA:CPU can hang at run time when the seeds' orthogonal initializers make their LAPACK
+    calls side by side (the hangs seen: docs/benchmarks.md). Init runs once, so the sequence
+    costs nothing."""
     return lambda keys: jax.lax.map(trainer.init, keys)
 
 
@@ -171,11 +173,6 @@ def default_run_dir(config_name: str) -> Path:
     return path
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """Creates ``run_dir`` and checks it is writable before any compile starts."""
-    ensure_writable_dir(run_dir, f"cannot write to run directory {run_dir}")
-
-
 def _check_disk_space(run_dir: Path, abstract: Any, trainer: Trainer, config: Any) -> None:
     """Refuses a run whose checkpoints and logs would not fit on the disk (before compiling)."""
     state_bytes = sum(x.size * getattr(x.dtype, "itemsize", 8) for x in jax.tree.leaves(abstract))
@@ -187,18 +184,6 @@ def _check_disk_space(run_dir: Path, abstract: Any, trainer: Trainer, config: An
     ensure_free_space(run_dir, needed, "its checkpoints and logs")
 
 
-def _lower(fn, *args, **jit_kwargs):
-    """Traces ``fn`` for ``args`` (the first step of every compile in :func:`run`), with the
-    cheaper random numbers of :func:`seqrl.runtime.lower` where they are safe."""
-    return runtime.lower(fn, *args, **jit_kwargs)
-
-
-def _compile(lowered: Any, run_once: bool) -> Any:
-    """A training chunk with XLA's defaults; a program that runs once (init, the final
-    evaluation) with :data:`seqrl.runtime.RUN_ONCE_OPTIONS` (cheaper to compile, same bits)."""
-    return runtime.compile_run_once(lowered) if run_once else lowered.compile()
-
-
 def _compile_all(
     lowerings: list[tuple[Callable[[], Any], bool]], then: Callable[[], Any]
 ) -> tuple[list, Any]:
@@ -208,7 +193,7 @@ def _compile_all(
     other compiles; ``then()`` runs here while they compile. Returns
     ``([compiled programs], then())``."""
     with ThreadPoolExecutor(min(len(lowerings), os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(_compile, lower(), once) for lower, once in lowerings]
+        futures = [pool.submit(runtime.compile, lower(), once) for lower, once in lowerings]
         after = then()
         return [f.result() for f in futures], after
 
@@ -262,13 +247,79 @@ def run(
     """Trains ``config`` into ``run_dir`` (or resumes the run there). See the module docstring.
 
     ``stop_after_chunks`` stops early (after that many chunks in this call) with a checkpoint,
-    leaving a run to be resumed.
+    leaving a run to be resumed. The phases below run in order: plan, compile, restore or
+    init, chunks, summarize.
     """
-    from seqrl.logging import JsonlSink, ProgressBar, TensorBoardSink
-    from seqrl.plotting import plot_runs
-
     configure_jax()
-    t_start = time.perf_counter()
+    plan = _plan_run(config, run_dir, resume, config_name, log, time.perf_counter())
+    programs = _compile_programs(plan)
+    state = _restore_or_init(plan, programs)
+    _train_chunks(plan, programs, state, stop_after_chunks, progress)
+    if state.start_chunk + state.chunks_run < plan.num_chunks:
+        plan.log(
+            f"stopped after chunk {state.start_chunk + state.chunks_run}/{plan.num_chunks}; "
+            f"resume with: seqrl train --resume {plan.run_dir}"
+        )
+        return RunResult(plan.run_dir, {})
+    return _summarize(plan, programs, state)
+
+
+# ---------------------------------------------------------------------------------------------
+# The phases of `run`: plan, compile, restore or init, chunks, summarize
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What :func:`_plan_run` settled before anything compiles, for the phases after it."""
+
+    config: Any
+    trainer: Trainer
+    run_dir: Path
+    resume: bool
+    primary: bool  # process 0: the one that logs and writes the run
+    processes: int
+    log: Callable[[str], None]
+    t_start: float  # time.perf_counter() when the run started
+    placement: distributed.Placement
+    key_shapes: Any  # the seed keys' shapes and dtype
+    abstract: Any  # the learner states' shapes and dtypes, [num_seeds, ...]
+    sizes: list[int]  # updates per chunk (plan_chunks)
+    starts: list[int]  # updates done before each chunk
+    replicated: Any  # the sharding of the keys, the dataset and the metrics
+    state_shardings: Any
+    data: Any  # the trainer's dataset on the devices (None for online agents)
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def variable(self) -> bool:
+        """Whether the last chunk is shorter (it runs through the same program: make_chunk)."""
+        return len(set(self.sizes)) > 1
+
+    @property
+    def total_steps(self) -> int:
+        return self.trainer.num_updates * self.trainer.steps_per_update
+
+    def lower(self, fn: Callable, *args: Any, **jit_kwargs: Any) -> Any:
+        """:func:`seqrl.runtime.lower` under the data axis's sharding (a batch-sharded run)."""
+        batch_mesh = self.placement.mesh if self.placement.shard == "batch" else None
+        with distributed.sharding_batch(batch_mesh):
+            return runtime.lower(fn, *args, **jit_kwargs)
+
+
+def _plan_run(
+    config: Any,
+    run_dir: str | Path | None,
+    resume: bool,
+    config_name: str,
+    log: Callable[[str], None],
+    t_start: float,
+) -> _Plan:
+    """PLAN: the trainer, its placement and the chunks; refuses what cannot run (a taken or
+    unwritable run directory, a full disk, too many updates) before anything compiles."""
     # under jax.distributed every process trains; process 0 alone logs and writes the run
     primary, processes = distributed.is_primary(), jax.process_count()
     if not primary:
@@ -284,8 +335,8 @@ def run(
             f"the budget is {trainer.num_updates:,} updates per seed; at most 2**31 - 1 fit"
         )
     placement = distributed.placement(config.devices, config.num_seeds, trainer.data_axis, log)
-    if primary:
-        prepare_run_dir(run_dir)
+    if primary:  # before any compile starts
+        ensure_writable_dir(run_dir, f"cannot write to run directory {run_dir}")
     # traces, compiles nothing (the keys themselves are made while the programs compile)
     key_shapes = jax.eval_shape(lambda: run_keys(config.seed, config.num_seeds))[0]
     abstract = jax.eval_shape(jax.vmap(trainer.init), key_shapes)
@@ -297,169 +348,218 @@ def run(
         log(f"sharding {where['sharded']} over {where['devices']} devices")
     if not resume and primary:
         write_text_atomic(run_dir / "config.yaml", _yaml(config))
-    loop = config.loop
-    sizes = plan_chunks(trainer.num_updates, loop.num_chunks)
-    num_chunks = len(sizes)
-    starts = [sum(sizes[:c]) for c in range(num_chunks)]
+    sizes = plan_chunks(trainer.num_updates, config.loop.num_chunks)
+    starts = [sum(sizes[:c]) for c in range(len(sizes))]
 
     # PLACE: the seed keys and the dataset replicated, learner states as `placement` says
     replicated = placement.replicated
     state_shardings = placement.states(abstract)
     data = None if trainer.data is None else distributed.put(trainer.data, replicated)
-    batch_mesh = placement.mesh if placement.shard == "batch" else None
-
-    def lower_program(fn, *args, **jit_kwargs):
-        with distributed.sharding_batch(batch_mesh):
-            return _lower(fn, *args, **jit_kwargs)
-
-    # one program for every chunk: plan_chunks' equal chunks, and its shorter last one (if
-    # any) through the same program with the number of updates as an argument
-    chunk_size, variable = sizes[0], len(set(sizes)) > 1
-
-    def lower_chunk():
-        length = (jax.ShapeDtypeStruct((), jnp.int32),) if variable else ()
-        return lower_program(
-            make_chunk(trainer, chunk_size, variable=variable),
-            abstract,
-            data,
-            *length,
-            in_shardings=(state_shardings, replicated, *(replicated,) * len(length)),
-            out_shardings=(state_shardings, replicated),
-            donate_argnums=0,
-        )
-
-    # COMPILE the chunk of updates and init ahead of time (no run yet), each as soon as it is
-    # traced, side by side. The final evaluation is traced while the first chunk trains (on the
-    # core training leaves idle, instead of taking CPU from the compiles), so that a mistake in
-    # it stops the run after that chunk, before its checkpoint; it is compiled after training,
-    # where it delays nothing.
-    start = time.perf_counter()
-    evaluate_one = lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
-
-    def lower_evaluate():  # None: the trainer evaluates on the host (map_seeds, after training)
-        if trainer.host_evaluate:
-            return None
-        return lower_program(
-            jax.vmap(evaluate_one),
-            abstract,
-            key_shapes,
-            in_shardings=(state_shardings, replicated),
-            out_shardings=replicated,
-        )
-
-    def prepare():  # on this thread while the programs compile
-        import seqrl.checkpoint  # noqa: F401  (orbax's import alone takes ~0.15 s)
-
-        made = run_keys(config.seed, config.num_seeds)
-        return tuple(distributed.put(k, replicated) for k in made)
-
-    # the chunk first: its compile is the longest
-    (program, init), (keys, eval_keys) = _compile_all(
-        [
-            (lower_chunk, False),
-            (
-                lambda: lower_program(
-                    init_seeds(trainer),
-                    key_shapes,
-                    run_once=True,
-                    in_shardings=replicated,
-                    out_shardings=state_shardings,
-                ),
-                True,
-            ),
-        ],
-        then=prepare,
+    return _Plan(
+        config=config,
+        trainer=trainer,
+        run_dir=run_dir,
+        resume=resume,
+        primary=primary,
+        processes=processes,
+        log=log,
+        t_start=t_start,
+        placement=placement,
+        key_shapes=key_shapes,
+        abstract=abstract,
+        sizes=sizes,
+        starts=starts,
+        replicated=replicated,
+        state_shardings=state_shardings,
+        data=data,
     )
-    compile_seconds = time.perf_counter() - start
-    from seqrl.checkpoint import Checkpointer
 
+
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+    """The compiled chunk and init programs, and the seeds' keys (made while they compiled)."""
+
+    chunk: Any
+    init: Any
+    keys: jax.Array
+    eval_keys: jax.Array
+    compile_seconds: float
+
+
+def _compile_programs(plan: _Plan) -> _Programs:
+    """COMPILE the chunk of updates and init ahead of time (no run yet), each as soon as it is
+    traced, side by side, the chunk first (its compile is the longest).
+
+    The final evaluation is traced while the first chunk trains (on the core training leaves
+    idle, instead of taking CPU from the compiles), so that a mistake in it stops the run after
+    that chunk, before its checkpoint; it is compiled after training, where it delays nothing
+    (:func:`_train_chunk`, :func:`_final_evaluation`)."""
+    start = time.perf_counter()
+    (chunk, init), (keys, eval_keys) = _compile_all(
+        [(lambda: _lower_chunk(plan), False), (lambda: _lower_init(plan), True)],
+        then=lambda: _make_keys(plan),
+    )
+    return _Programs(chunk, init, keys, eval_keys, time.perf_counter() - start)
+
+
+def _lower_chunk(plan: _Plan) -> Any:
+    """One program for every chunk: plan_chunks' equal chunks, and its shorter last one (if
+    any) through the same program with the number of updates as an argument."""
+    length = (jax.ShapeDtypeStruct((), jnp.int32),) if plan.variable else ()
+    return plan.lower(
+        make_chunk(plan.trainer, plan.sizes[0], variable=plan.variable),
+        plan.abstract,
+        plan.data,
+        *length,
+        in_shardings=(plan.state_shardings, plan.replicated, *(plan.replicated,) * len(length)),
+        out_shardings=(plan.state_shardings, plan.replicated),
+        donate_argnums=0,
+    )
+
+
+def _lower_init(plan: _Plan) -> Any:
+    return plan.lower(
+        init_seeds(plan.trainer),
+        plan.key_shapes,
+        run_once=True,
+        in_shardings=plan.replicated,
+        out_shardings=plan.state_shardings,
+    )
+
+
+def _make_keys(plan: _Plan) -> tuple[jax.Array, jax.Array]:
+    """The seeds' training and evaluation keys, on this thread while the programs compile
+    (orbax is imported here too, for the same reason)."""
+    import seqrl.checkpoint  # noqa: F401  (orbax's import is slow: docs/benchmarks.md)
+
+    made = run_keys(plan.config.seed, plan.config.num_seeds)
+    return tuple(distributed.put(k, plan.replicated) for k in made)
+
+
+def _evaluate_one(plan: _Plan) -> Callable[[Any, jax.Array], dict]:
+    """The final evaluation of one seed: ``evaluate(state, key)``."""
+    loop, trainer = plan.config.loop, plan.trainer
+    return lambda s, k: trainer.evaluate(s, k, loop.eval_episodes, loop.eval_deterministic)
+
+
+def _lower_evaluate(plan: _Plan) -> Any:
+    """The final evaluation's program, lowered; None: the trainer evaluates on the host
+    (map_seeds, after training)."""
+    if plan.trainer.host_evaluate:
+        return None
+    return plan.lower(
+        jax.vmap(_evaluate_one(plan)),
+        plan.abstract,
+        plan.key_shapes,
+        in_shardings=(plan.state_shardings, plan.replicated),
+        out_shardings=plan.replicated,
+    )
+
+
+@dataclasses.dataclass
+class _RunState:
+    """Where the run stands between chunks (what a checkpoint's metadata records, and more)."""
+
+    states: Any  # the learner states [num_seeds, ...], on the devices
+    checkpointer: Any  # None on processes other than 0
+    metrics_sink: Any  # None on processes other than 0
+    start_chunk: int  # the first chunk this call runs
+    train_seconds: float
+    wall_offset: float  # the run's seconds before this call (resumed)
+    last_saved: int | None  # the update of the newest checkpoint
+    compile_seconds: float
+    chunks_run: int = 0  # chunks run in this call
+    evaluation_traced: bool = False
+    evaluate_lowered: Any = None
+
+
+def _restore_or_init(plan: _Plan, programs: _Programs) -> _RunState:
+    """RESTORE the newest checkpoint that loads (``--resume``), or INIT the learner states;
+    metrics.jsonl is trimmed to the updates done."""
+    from seqrl.checkpoint import Checkpointer
+    from seqrl.logging import JsonlSink
+
+    loop, run_dir, log = plan.config.loop, plan.run_dir, plan.log
     checkpointer = (
         Checkpointer(
             run_dir / "checkpoints", keep=loop.keep_checkpoints, asynchronous=True, clean_up=True
         )
-        if primary
+        if plan.primary
         else None
     )
-    metrics_sink = JsonlSink(run_dir / "metrics.jsonl") if primary else None
+    metrics_sink = JsonlSink(run_dir / "metrics.jsonl") if plan.primary else None
     start_chunk, train_seconds, wall_offset, last_saved = 0, 0.0, 0.0, None
-    if resume and checkpointer.steps():
+    if plan.resume and checkpointer.steps():
         target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            abstract,
-            state_shardings,
+            plan.abstract,
+            plan.state_shardings,
         )
         states, meta = _restore_for_resume(checkpointer, target, log)
         start_chunk, train_seconds = meta["chunks_done"], meta["train_seconds"]
         wall_offset = meta.get("wall_seconds", 0.0)
         last_saved = meta["updates_done"]
         metrics_sink.trim(meta["updates_done"])
-        log(f"resumed from update {meta['updates_done']} (chunk {start_chunk}/{num_chunks})")
+        log(f"resumed from update {meta['updates_done']} (chunk {start_chunk}/{plan.num_chunks})")
     else:
-        if resume:  # killed before its first checkpoint
+        if plan.resume:  # killed before its first checkpoint
             log(f"no checkpoint in {checkpointer.directory} yet: starting from update 0")
-        states = init(keys)
-        if primary:
+        states = programs.init(programs.keys)
+        if plan.primary:
             metrics_sink.trim(0)
-    tensorboard = (
-        TensorBoardSink(
-            run_dir / "tensorboard",
-            purge_step=sum(sizes[:start_chunk]) * trainer.steps_per_update or None,
-        )
-        if loop.tensorboard and primary
-        else None
+    return _RunState(
+        states=states,
+        checkpointer=checkpointer,
+        metrics_sink=metrics_sink,
+        start_chunk=start_chunk,
+        train_seconds=train_seconds,
+        wall_offset=wall_offset,
+        last_saved=last_saved,
+        compile_seconds=programs.compile_seconds,
     )
 
-    total_steps = trainer.num_updates * trainer.steps_per_update
-    show = (loop.progress if progress is None else progress) and primary
-    bar = ProgressBar(
-        total_steps,
-        f"{config.agent} {config.env}",
-        show,
-        completed=sum(sizes[:start_chunk]) * trainer.steps_per_update,
+
+def _train_chunks(
+    plan: _Plan,
+    programs: _Programs,
+    state: _RunState,
+    stop_after_chunks: int | None,
+    progress: bool | None,
+) -> None:
+    """CHUNKS: the host loop. After each chunk its metrics rows (metrics.jsonl, TensorBoard),
+    the non-finite check, the progress bar, and every ``checkpoint_every`` chunks (and after
+    the last, or the last before a stop) a checkpoint."""
+    from seqrl.logging import ProgressBar, TensorBoardSink
+
+    config, trainer, loop = plan.config, plan.trainer, plan.config.loop
+    done_before = sum(plan.sizes[: state.start_chunk]) * trainer.steps_per_update
+    tensorboard = (
+        TensorBoardSink(plan.run_dir / "tensorboard", purge_step=done_before or None)
+        if loop.tensorboard and plan.primary
+        else None
     )
-    chunks_run = 0
+    show = (loop.progress if progress is None else progress) and plan.primary
+    bar = ProgressBar(plan.total_steps, f"{config.agent} {config.env}", show, completed=done_before)
     # notes when the first chunk ends while this thread traces the evaluation (on this thread:
     # JAX's context managers, e.g. enable_x64 or default_matmul_precision, are thread-local)
     waiter = ThreadPoolExecutor(1)
-    evaluate_lowered, evaluation_traced = None, False
     try:
-        for c in range(start_chunk, num_chunks):
-            if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
+        for c in range(state.start_chunk, plan.num_chunks):
+            if stop_after_chunks is not None and state.chunks_run >= stop_after_chunks:
                 break
-            first_update, n = starts[c], sizes[c]
-            t0 = time.perf_counter()
-            length = (distributed.put(np.int32(n), replicated),) if variable else ()
-            states, metrics = program(states, data, *length)  # dispatched: returns at once
-            if not evaluation_traced:  # a mistake in the evaluation stops the run here
-                ended = waiter.submit(_ready_at, metrics)
-                evaluate_lowered, evaluation_traced = lower_evaluate(), True
-                t1 = ended.result()
-                compile_seconds += max(0.0, time.perf_counter() - t1)  # beyond the chunk
-            else:
-                jax.block_until_ready(metrics)
-                t1 = time.perf_counter()
-            codes = np.asarray(metrics.pop("nonfinite"))[:, :n]  # [seeds, n]
-            bad = np.flatnonzero(codes.any(axis=0))
-            dt = t1 - t0
-            rows = _rows(
-                metrics,
-                first_update,
-                n,
-                trainer,
-                wall_offset + t0 - t_start,
-                wall_offset + t1 - t_start,
-            )
-            if bad.size:  # keep the rows up to the first bad update, never the bad state
-                rows = rows[: bad[0] + 1]
-            train_seconds += dt
-            chunks_run += 1
-            if primary:
-                metrics_sink.write(rows)
+            rows, codes, bad, dt = _train_chunk(plan, programs, state, c, waiter)
+            first_update, n = plan.starts[c], plan.sizes[c]
+            if plan.primary:
+                state.metrics_sink.write(rows)
             if tensorboard is not None:
                 tensorboard.write(rows)
             if bad.size:
                 raise _nonfinite_error(
-                    codes, bad[0], first_update, last_saved, run_dir.absolute() / "checkpoints"
+                    codes,
+                    bad[0],
+                    first_update,
+                    state.last_saved,
+                    plan.run_dir.absolute() / "checkpoints",
                 )
             done = first_update + n
             recent = [r["return_mean"] for r in rows if r["return_mean"] is not None]
@@ -468,54 +568,101 @@ def run(
                 n * trainer.steps_per_update * config.num_seeds / max(dt, 1e-9),
                 recent[-1] if recent else None,
             )
-            stopping = stop_after_chunks is not None and chunks_run >= stop_after_chunks
-            if (c + 1) % loop.checkpoint_every == 0 or c + 1 == num_chunks or stopping:
-                meta = {
-                    "chunks_done": c + 1,
-                    "updates_done": done,
-                    "train_seconds": train_seconds,
-                    "wall_seconds": wall_offset + time.perf_counter() - t_start,
-                }
-                # several processes: every one gathers the shards, process 0 writes them
-                snapshot = states if processes == 1 else distributed.to_host(states)
-                if primary:
-                    checkpointer.save(done, snapshot, meta)
-                last_saved = done
+            stopping = stop_after_chunks is not None and state.chunks_run >= stop_after_chunks
+            if (c + 1) % loop.checkpoint_every == 0 or c + 1 == plan.num_chunks or stopping:
+                _save_checkpoint(plan, state, c, done)
     finally:
         waiter.shutdown()
-        if checkpointer is not None:
-            checkpointer.wait()
+        if state.checkpointer is not None:
+            state.checkpointer.wait()
         bar.close()
         if tensorboard is not None:
             tensorboard.close()
 
-    if start_chunk + chunks_run < num_chunks:
-        log(
-            f"stopped after chunk {start_chunk + chunks_run}/{num_chunks}; "
-            f"resume with: seqrl train --resume {run_dir}"
-        )
-        return RunResult(run_dir, {})
 
-    # EVALUATE the final policy on device, then summarize
-    if not evaluation_traced:  # a finished run resumed: no chunk ran in this call
-        evaluate_lowered = lower_evaluate()
-    if evaluate_lowered is None:
+def _train_chunk(
+    plan: _Plan, programs: _Programs, state: _RunState, c: int, waiter: ThreadPoolExecutor
+) -> tuple[list[dict], np.ndarray, np.ndarray, float]:
+    """Runs chunk ``c``; returns its metrics rows (up to the first non-finite update, never the
+    bad state's), the non-finite codes ``[seeds, n]``, the bad updates' indices and its
+    seconds. The first chunk of the call traces the final evaluation while it trains."""
+    first_update, n = plan.starts[c], plan.sizes[c]
+    t0 = time.perf_counter()
+    length = (distributed.put(np.int32(n), plan.replicated),) if plan.variable else ()
+    # dispatched: returns at once
+    state.states, metrics = programs.chunk(state.states, plan.data, *length)
+    if not state.evaluation_traced:  # a mistake in the evaluation stops the run here
+        ended = waiter.submit(_ready_at, metrics)
+        state.evaluate_lowered, state.evaluation_traced = _lower_evaluate(plan), True
+        t1 = ended.result()
+        state.compile_seconds += max(0.0, time.perf_counter() - t1)  # beyond the chunk
+    else:
+        jax.block_until_ready(metrics)
+        t1 = time.perf_counter()
+    codes = np.asarray(metrics.pop("nonfinite"))[:, :n]  # [seeds, n]
+    bad = np.flatnonzero(codes.any(axis=0))
+    dt = t1 - t0
+    rows = _rows(
+        metrics,
+        first_update,
+        n,
+        plan.trainer,
+        state.wall_offset + t0 - plan.t_start,
+        state.wall_offset + t1 - plan.t_start,
+    )
+    if bad.size:  # keep the rows up to the first bad update, never the bad state
+        rows = rows[: bad[0] + 1]
+    state.train_seconds += dt
+    state.chunks_run += 1
+    return rows, codes, bad, dt
+
+
+def _save_checkpoint(plan: _Plan, state: _RunState, c: int, done: int) -> None:
+    """Saves the states after chunk ``c`` (``done`` updates) with what resuming needs."""
+    meta = {
+        "chunks_done": c + 1,
+        "updates_done": done,
+        "train_seconds": state.train_seconds,
+        "wall_seconds": state.wall_offset + time.perf_counter() - plan.t_start,
+    }
+    # several processes: every one gathers the shards, process 0 writes them
+    snapshot = state.states if plan.processes == 1 else distributed.to_host(state.states)
+    if plan.primary:
+        state.checkpointer.save(done, snapshot, meta)
+    state.last_saved = done
+
+
+def _final_evaluation(plan: _Plan, programs: _Programs, state: _RunState) -> dict:
+    """EVALUATE the final policy on device (compiled now, traced during the first chunk), or
+    seed by seed on the host; returns it as host arrays."""
+    if not state.evaluation_traced:  # a finished run resumed: no chunk ran in this call
+        state.evaluate_lowered = _lower_evaluate(plan)
+    if state.evaluate_lowered is None:
+        evaluate_one = _evaluate_one(plan)
         evaluate = lambda states, keys: map_seeds(evaluate_one, states, keys)
     else:
         start = time.perf_counter()
-        evaluate = _compile(evaluate_lowered, run_once=True)
-        compile_seconds += time.perf_counter() - start
-    evaluation = jax.tree.map(np.asarray, evaluate(states, eval_keys))
+        evaluate = runtime.compile(state.evaluate_lowered, run_once=True)
+        state.compile_seconds += time.perf_counter() - start
+    return jax.tree.map(np.asarray, evaluate(state.states, programs.eval_keys))
+
+
+def _summarize(plan: _Plan, programs: _Programs, state: _RunState) -> RunResult:
+    """SUMMARIZE: the final evaluation, then summary.json and curve.png (process 0)."""
+    from seqrl.plotting import plot_runs
+
+    config, trainer, loop, placement = plan.config, plan.trainer, plan.config.loop, plan.placement
+    evaluation = _final_evaluation(plan, programs, state)
     returns = evaluation["returns"]  # [seeds, episodes]
     summary = {
         "agent": config.agent,
         "env": config.env,
-        f"total_{trainer.unit}": total_steps,
+        f"total_{trainer.unit}": plan.total_steps,
         "total_updates": trainer.num_updates,
-        "compile_seconds": round(compile_seconds, 3),
-        "train_seconds": round(train_seconds, 3),
+        "compile_seconds": round(state.compile_seconds, 3),
+        "train_seconds": round(state.train_seconds, 3),
         f"{trainer.unit}_per_second": round(
-            total_steps * config.num_seeds / max(train_seconds, 1e-9), 1
+            plan.total_steps * config.num_seeds / max(state.train_seconds, 1e-9), 1
         ),
         "final_return_mean": float(np.nanmean(returns)),
         "final_return_std": float(np.nanstd(returns)),
@@ -527,18 +674,18 @@ def run(
         "num_seeds": config.num_seeds,
         "devices": [str(d) for d in placement.mesh.devices.flat],
         # what the config asked for, and where the learner state really is
-        "sharding": {**placement.describe(), **distributed.observed_placement(states)},
+        "sharding": {**placement.describe(), **distributed.observed_placement(state.states)},
         "versions": versions(),
-        "resumed": bool(resume),
+        "resumed": bool(plan.resume),
     }
     if "episode_returns" in evaluation:  # in-context: held-out tasks, return per episode index
         per_index = np.nanmean(evaluation["episode_returns"], axis=(0, 1))
         summary["final_return_per_episode_index"] = [float(r) for r in per_index]
-    if not primary:
-        return RunResult(run_dir, {})
-    write_json_atomic(run_dir / "summary.json", summary)
-    plot_runs([run_dir], run_dir / "curve.png", labels=[f"{config.agent} {config.env}"])
-    return RunResult(run_dir, summary)
+    if not plan.primary:
+        return RunResult(plan.run_dir, {})
+    write_json_atomic(plan.run_dir / "summary.json", summary)
+    plot_runs([plan.run_dir], plan.run_dir / "curve.png", labels=[f"{config.agent} {config.env}"])
+    return RunResult(plan.run_dir, summary)
 
 
 def _silent(_: str) -> None:

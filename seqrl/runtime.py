@@ -1,6 +1,7 @@
-"""Process-wide JAX settings: the persistent compilation cache, version records, and
-:func:`lower`, the loop's way to trace a program (with JAX's random numbers made cheaper on CPU
-where that is safe)."""
+"""Process-wide JAX settings: the persistent compilation cache, version records, and the loop's
+way to build a program: :func:`lower` traces it (with JAX's random numbers made cheaper on CPU
+where that is safe), :func:`compile` compiles it (with cheaper options for a program that runs
+once)."""
 
 from __future__ import annotations
 
@@ -68,14 +69,13 @@ def versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 #
 # JAX lowers its Threefry hash for CPU as a 5-iteration while loop (to keep the program small);
-# on other platforms the 20 rounds are unrolled. The loop costs XLA:CPU a loop with ~16
-# kernels per iteration for every random call, and a PPO rollout step makes five (the policy's
-# sample, the key splits, the env's reset): the unrolled rounds fuse into one kernel. The bits
-# are the same, only the program differs. XLA:CPU's runtime can hang on programs with LAPACK
-# custom calls (a vmapped orthogonal initialization: with JAX's own lowering, 3 of 4 runs of
-# a two-seed GRU init and 1 of 4 of an S5 init hung; with the QR replaced, none), and the
-# unrolled rounds make it likelier (2 of 3 runs of a two-seed MLP init), so :func:`lower`
-# keeps JAX's loop for any program with a custom call other than a sharding annotation.
+# on other platforms the 20 rounds are unrolled. The loop costs XLA:CPU a loop of kernels for
+# every random call, and a PPO rollout step makes five (the policy's sample, the key splits,
+# the env's reset): the unrolled rounds fuse into one kernel. The bits are the same, only the
+# program differs. XLA:CPU's runtime can hang on programs with LAPACK custom calls (a vmapped
+# orthogonal initialization), and the unrolled rounds make that likelier (the runs that hung:
+# docs/benchmarks.md), so :func:`lower` keeps JAX's loop for any program with a custom call
+# other than a sharding annotation.
 
 _ANNOTATIONS = frozenset({"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape"})
 _CUSTOM_CALL = re.compile(r"custom_call @([\w.$-]+)")
@@ -150,9 +150,9 @@ _gc_was_enabled = False
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off within the block (and back on after the last such
-    block, if it was on before the first): tracing a program allocates ~10^5 objects, and the
-    collections they set off cost a PPO chunk's trace ~15% (0.60 -> 0.50 s). Reference counting
-    still frees everything that is not in a cycle; a collection runs as usual afterwards."""
+    block, if it was on before the first): tracing a program allocates many objects, and the
+    collections they set off slow the trace (docs/benchmarks.md). Reference counting still
+    frees everything that is not in a cycle; a collection runs as usual afterwards."""
     global _gc_pauses, _gc_was_enabled
     with _gc_lock:
         if _gc_pauses == 0:
@@ -204,3 +204,10 @@ def compile_run_once(lowered: Any) -> Any:
     if asked is not None and asked.isdigit() and int(asked) <= RUN_ONCE_OPTIONS[_LEVEL]:
         return lowered.compile()
     return lowered.compile(compiler_options=RUN_ONCE_OPTIONS)
+
+
+def compile(lowered: Any, run_once: bool) -> Any:
+    """Compiles a program :func:`lower` traced: a hot one (a training chunk) with XLA's defaults,
+    one that runs once (an initialization, the final evaluation) with
+    :func:`compile_run_once` (cheaper to compile, same bits)."""
+    return compile_run_once(lowered) if run_once else lowered.compile()

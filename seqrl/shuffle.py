@@ -12,13 +12,14 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
     """A uniformly random permutation of ``range(n)`` (int32), like ``jax.random.permutation``.
 
     ``jax.random.permutation`` sorts the indices by random keys: a two-operand sort, which
-    XLA:CPU runs through a generic comparator, ~60 us for 512 items. Here each index is packed
-    into the low bits of its random key, so one single-operand sort of ``uint32`` does the
-    same (~11 us) and the low bits read the permutation back. Keys keep ``32 - ceil(log2 n)``
-    random bits, so (as JAX does with its 32-bit keys) the sort is repeated on fresh keys,
-    composing the permutations, until every index has drawn ``3 log2 n`` random bits: a tie
-    (which keeps the previous order) then has probability about ``1 / n``. Beyond 2**24 items
-    too few bits are left: ``jax.random.permutation`` does the work.
+    XLA:CPU runs through a generic comparator. Here each index is packed into the low bits of
+    its random key, so one single-operand sort of ``uint32`` does the same, several times
+    faster (docs/benchmarks.md), and the low bits read the permutation back. Keys keep
+    ``32 - ceil(log2 n)`` random bits, so (as JAX does with its 32-bit keys) the sort is
+    repeated on fresh keys, composing the permutations, until every index has drawn
+    ``3 log2 n`` random bits: a tie (which keeps the previous order) then has probability about
+    ``1 / n``. Beyond 2**24 items too few bits are left: ``jax.random.permutation`` does the
+    work.
     """
     width = max(1, (n - 1).bit_length())  # bits for an index
     if width > 24:

@@ -36,11 +36,11 @@ def default_emitters(monkeypatch) -> dict:
     compile options that ask for them: for the claims of bit-identical results between two
     differently built programs, which hold with XLA's defaults (what users run) but not with
     the suite's classic emitters, whose rounding follows each program's own fusions."""
-    import seqrl.loop
+    from seqrl import runtime
 
     options = {"xla_cpu_use_fusion_emitters": True}  # the level stays the suite's
     monkeypatch.setattr(
-        seqrl.loop, "_compile", lambda lowered, run_once: lowered.compile(compiler_options=options)
+        runtime, "compile", lambda lowered, run_once: lowered.compile(compiler_options=options)
     )
     return options
 
@@ -50,17 +50,16 @@ def optimized_training(monkeypatch):
     """``seqrl.loop.run``'s training chunks compiled at XLA's level 1, not the suite's 0: for
     tests that train long enough that faster code pays for its compile (PPO to 475 on CartPole:
     the chunk runs 976 updates)."""
-    import seqrl.loop
     from seqrl import runtime
 
-    compile_ = seqrl.loop._compile
+    compile_ = runtime.compile
 
     def compile_chunks(lowered, run_once):
         if run_once:
             return compile_(lowered, run_once)
         return lowered.compile(compiler_options=runtime.RUN_ONCE_OPTIONS)
 
-    monkeypatch.setattr(seqrl.loop, "_compile", compile_chunks)
+    monkeypatch.setattr(runtime, "compile", compile_chunks)
 
 
 # Tests name configs relative to the repository root, wherever pytest is started from.

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-import seqrl.loop
+import seqrl.runtime
 from seqrl import config as cfg
 from seqrl.agents import ppo
 from seqrl.api import load
@@ -99,13 +99,13 @@ def test_a_shorter_last_chunk_runs_in_the_same_program(tmp_path, monkeypatch, de
     """13 updates in chunks of 4, 4, 4 and 1: one chunk program (plus init and evaluation),
     and the same parameters as 13 updates in one chunk."""
     compiled = []
-    compile_ = seqrl.loop._compile
+    compile_ = seqrl.runtime.compile
 
     def counting(lowered, run_once):
         compiled.append(run_once)
         return compile_(lowered, run_once)
 
-    monkeypatch.setattr(seqrl.loop, "_compile", counting)
+    monkeypatch.setattr(seqrl.runtime, "compile", counting)
     overrides = [*CONFIG, "total_timesteps=13312", "num_envs=32", "ppo.num_steps=32"]
     chunked = cfg.load_config("configs/ppo/cartpole.yaml", [*overrides, "loop.num_chunks=4"])
     result = run(chunked, run_dir=tmp_path / "chunked", **QUIET)

@@ -59,18 +59,18 @@ S5 = [
 SCRIPT = """
 import json, sys
 import jax, numpy as np
-import seqrl.loop
+import seqrl.loop, seqrl.runtime
 from seqrl import config as cfg
 from seqrl.api import load
 cases, root = json.loads(sys.argv[1]), sys.argv[2]
 assert jax.device_count() == 4, jax.devices()
-compile_, chunks = seqrl.loop._compile, []
+compile_, chunks = seqrl.runtime.compile, []
 def recording(lowered, run_once):
     compiled = compile_(lowered, run_once)
     if not run_once:
         chunks.append(compiled.as_text())
     return compiled
-seqrl.loop._compile = recording
+seqrl.runtime.compile = recording
 for name, (source, overrides) in cases.items():
     out = f"{root}/{name}"
     for devices in (1, 4):

@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import seqrl.loop
+import seqrl.runtime
 from seqrl import config as cfg
 from seqrl.cli import build_parser, main
 
@@ -51,7 +51,7 @@ def no_compiles():
         raise TrainingStarted
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(seqrl.loop, "_lower", refuse)
+        mp.setattr(seqrl.runtime, "lower", refuse)
         yield
 
 

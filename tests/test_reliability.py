@@ -27,6 +27,7 @@ from test_checkpoint import QUIET, _assert_trees_equal
 
 import seqrl.data
 import seqrl.loop
+import seqrl.runtime
 from seqrl import config as cfg
 from seqrl.api import load
 from seqrl.checkpoint import Checkpointer
@@ -509,7 +510,7 @@ def no_compiles(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("compiled although the output directory is unusable")
 
-    monkeypatch.setattr(seqrl.loop, "_lower", refuse)
+    monkeypatch.setattr(seqrl.runtime, "lower", refuse)
 
 
 def _refused_before_compiling(readonly: Path, capsys) -> None:

@@ -139,3 +139,14 @@ def test_gc_paused_restores_the_collector():
         assert not gc.isenabled()  # off before: stays off
     finally:
         gc.enable()
+
+
+def test_compile_gives_run_once_programs_the_run_once_options(monkeypatch):
+    """``runtime.compile``: a hot program with XLA's defaults, a run-once one through
+    ``compile_run_once``."""
+    x = jnp.float32(1)
+    lowered = runtime.lower(lambda v: v + 1, x)
+    calls = []
+    monkeypatch.setattr(runtime, "compile_run_once", lambda lo: calls.append(lo) or lo.compile())
+    assert float(runtime.compile(lowered, run_once=False)(x)) == 2 and calls == []
+    assert float(runtime.compile(lowered, run_once=True)(x)) == 2 and calls == [lowered]
