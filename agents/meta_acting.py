@@ -56,7 +56,7 @@ def segments(x, starts, k: int):
 @dataclasses.dataclass(frozen=True)
 class Acting:
     """The acting functions of one learner state on one split's lanes (pure, jittable):
-    ``initial_carry(prompt)``, ``empty_prompt()``, ``act(carry, obs, t, key) -> (carry,
+    ``initial_carry(prompt)``, ``empty_prompt()``, ``act(carry, obs, first, key) -> (carry,
     action)``, ``observe(carry, action, reward, next_obs) -> carry``, ``self_guided_prompt(traj,
     key)`` and ``demo_prompt()``; ``params``: the lanes' env params (None on a host family)."""
 
@@ -70,7 +70,7 @@ class Acting:
 
 
 @dataclasses.dataclass(frozen=True)
-class Lanes:
+class LaneShapes:
     """The shapes of one split's lanes."""
 
     tasks: int
@@ -148,7 +148,7 @@ class MetaAgent:
             "timesteps": (starts[:, None] + np.arange(k)[None]).astype(np.int32),
         }
 
-    def _self_guided_prompt(self, state, lanes: Lanes, traj: dict, key) -> Window:
+    def _self_guided_prompt(self, state, lanes: LaneShapes, traj: dict, key) -> Window:
         """The highest-error length-k segment of each lane's own zero-shot episode (a random
         one with ``meta.prompt: random``), in the model's units."""
         kp, h = self.config.meta.prompt_length, self.config.world_model.horizon
@@ -179,7 +179,7 @@ class MetaAgent:
             mask=segments(valid, start, kp),
         )
 
-    def _demo_prompt(self, state, lanes: Lanes, split: str) -> Window:
+    def _demo_prompt(self, state, lanes: LaneShapes, split: str) -> Window:
         demos = self.prompt_demos(split)
         rep = lambda x: jnp.repeat(jnp.asarray(x), lanes.per_task, axis=0)
         return Window(
@@ -190,7 +190,7 @@ class MetaAgent:
             mask=jnp.ones((lanes.lanes, self.config.meta.prompt_length)),
         )
 
-    def _empty_prompt(self, lanes: Lanes) -> Window:
+    def _empty_prompt(self, lanes: LaneShapes) -> Window:
         n, kp = lanes.lanes, self.config.meta.prompt_length
         return Window(
             obs=jnp.zeros((n, kp, *lanes.obs_shape)),
@@ -202,9 +202,9 @@ class MetaAgent:
 
     # -- acting -------------------------------------------------------------------------------
 
-    def _lanes(self, split: str) -> Lanes:
+    def _lanes(self, split: str) -> LaneShapes:
         windows = self.data.windows
-        return Lanes(
+        return LaneShapes(
             tasks=int(jax.tree.leaves(self.family.split(split))[0].shape[0]),
             per_task=self.config.num_envs,
             obs_shape=tuple(windows.obs.shape[2:]),
@@ -214,7 +214,7 @@ class MetaAgent:
             length=self.family.episode_length,
         )
 
-    def _initial_carry(self, lanes: Lanes, prompt: Window, target) -> dict:
+    def _initial_carry(self, lanes: LaneShapes, prompt: Window, target) -> dict:
         """The DT's context of the last K steps and the world model's of the last h, empty."""
         n, k, h = lanes.lanes, self.config.dt.context, self.config.world_model.horizon
         zeros = lambda *shape, dtype=jnp.float32: jnp.zeros((n, *shape), dtype)
@@ -234,13 +234,15 @@ class MetaAgent:
             "prompt": prompt,
         }
 
-    def _act(self, state, lanes: Lanes, deterministic: bool):
-        """``act(carry, obs, t, key) -> (carry, action)``: z from the context of the last h
-        transitions, the step appended to the DT's context, the action of its last token."""
+    def _act(self, state, lanes: LaneShapes, deterministic: bool):
+        """``act(carry, obs, first, key) -> (carry, action)`` (a policy step of
+        :func:`seqrl.evaluate.rollout`): z from the context of the last h transitions, the step
+        appended to the DT's context, the action of its last token."""
         m, n = self.config.meta, lanes.lanes
 
-        def act(carry, obs, t, key):
+        def act(carry, obs, first, key):
             carry = dict(carry)
+            t = jnp.where(first, 0, carry["timesteps"][:, -1] + 1)
             z = jnp.zeros((n, self.config.world_model.latent_dim))
             if m.context:
                 names = ("ctx_obs", "ctx_actions", "ctx_rewards", "ctx_mask", "ctx_next_obs")
@@ -251,7 +253,7 @@ class MetaAgent:
             blank = jnp.zeros((n, *lanes.action_shape), lanes.action_dtype)
             carry["actions"] = _push(carry["actions"], blank)
             carry["rtg"] = _push(carry["rtg"], carry["rtg_now"])
-            carry["timesteps"] = _push(carry["timesteps"], jnp.full((n,), t, jnp.int32))
+            carry["timesteps"] = _push(carry["timesteps"], t.astype(jnp.int32))
             carry["mask"] = _push(carry["mask"], jnp.ones(n))
             carry["z"] = _push(carry["z"], z)
             win = Window(*(carry[name] for name in ("obs", "actions", "rtg", "timesteps", "mask")))
@@ -267,7 +269,7 @@ class MetaAgent:
 
         return act
 
-    def _observe(self, state, lanes: Lanes):
+    def _observe(self, state, lanes: LaneShapes):
         """``observe(carry, action, reward, next_obs) -> carry``: the transition into the
         world model's context, the reward off the return-to-go."""
         n, scale = lanes.lanes, self.config.dt.return_scale
@@ -388,7 +390,7 @@ class MetaAgent:
         f = self._host_acting((split, deterministic, target))
         tasks = np.repeat(np.asarray(fam.split(split)), self.config.num_envs)
         use_prompt = self.config.meta.prompt != "none"
-        act = lambda carry, obs, t, k: f["act"](state, carry, obs, t, k)
+        act = lambda carry, obs, first, k: f["act"](state, carry, obs, first, k)
         observe = lambda carry, a, r, o: f["observe"](state, carry, a, r, o)
 
         def run(prompt, key):

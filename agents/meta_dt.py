@@ -250,45 +250,37 @@ class Internals:
     sample: Any
 
 
-def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
-    from seqrl.envs import make_raw
-
-    d, m, wmc = config.dt, config.meta, config.world_model
-    family = make_raw(config.env, **config.env_kwargs)
-    num_tasks = family.num_train + family.num_test
-    params0 = family.default_params
-    action_space = family.action_space(params0)
-    obs_shape = tuple(family.observation_space(params0).shape)
-    if trajectories is None:
-        trajectories, tasks, _ = load_meta_dataset(config.dataset, family, "train")
-    else:
-        trajectories, tasks = trajectories
-    if tuple(trajectories.obs.shape[2:]) != obs_shape:
-        raise ConfigError(
-            f"dataset {config.dataset}: observations of shape {trajectories.obs.shape[2:]} do "
-            f"not fit {config.env} ({obs_shape})"
-        )
-    windows, obs_mean, obs_std = window_data(trajectories, config)
+def _next_states(trajectories: Any, windows: Any, obs_mean, obs_std) -> np.ndarray:
+    """The normalized state each step led to (the final observation after the last step)."""
     lengths = np.asarray(trajectories.lengths)
-    final_n = (np.asarray(trajectories.final_obs) - obs_mean) / obs_std
     obs_n = np.asarray(windows.obs)
     next_obs = np.concatenate([obs_n[:, 1:], np.zeros_like(obs_n[:, :1])], axis=1)
+    final_n = (np.asarray(trajectories.final_obs) - obs_mean) / obs_std
     next_obs[np.arange(len(lengths)), lengths - 1] = final_n
+    return next_obs
+
+
+def meta_data(config: Config, family, trajectories: Any, tasks: np.ndarray):
+    """``(MetaData, obs_mean, obs_std)`` of the training tasks' padded ``trajectories`` (and,
+    for expert prompts, of the prompt dataset's training-task demos)."""
+    m, num_tasks = config.meta, family.num_train + family.num_test
+    action_space = family.action_space(family.default_params)
+    windows, obs_mean, obs_std = window_data(trajectories, config)
+    lengths = np.asarray(trajectories.lengths)
     segments, segment_range = _segments(lengths, tasks, m.prompt_length, num_tasks)
+    prompts, prompt_segments, prompt_range = windows, segments, segment_range
     if m.prompt == "expert":
         p_traj, p_tasks, _ = load_meta_dataset(config.prompt_dataset, family, "train")
         p_traj = p_traj.replace(obs=(np.asarray(p_traj.obs) - obs_mean) / obs_std)
-        prompts = window_data(p_traj, dataclasses.replace(config, dt=_raw_states(d)))[0]
+        prompts = window_data(p_traj, dataclasses.replace(config, dt=_raw_states(config.dt)))[0]
         prompt_segments, prompt_range = _segments(
             np.asarray(p_traj.lengths), p_tasks, m.prompt_length, num_tasks
         )
-    else:
-        prompts, prompt_segments, prompt_range = windows, segments, segment_range
     data = MetaData(
         windows=windows,
         actions_wm=_one_hot_actions(trajectories.actions, action_space),
         rewards=jnp.asarray(trajectories.rewards, jnp.float32),
-        next_obs=jnp.asarray(next_obs),
+        next_obs=jnp.asarray(_next_states(trajectories, windows, obs_mean, obs_std)),
         tasks=jnp.asarray(tasks, jnp.int32),
         segments=jnp.asarray(segments),
         segment_range=jnp.asarray(segment_range),
@@ -296,37 +288,50 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         prompt_segments=jnp.asarray(prompt_segments),
         prompt_range=jnp.asarray(prompt_range),
     )
-    returns = np.asarray(trajectories.rewards).sum(1)
-    target = float(returns.max()) if m.target_return is None else m.target_return
+    return data, obs_mean, obs_std
 
-    dt_model = make_model(config, action_space)  # the same head and sizes as a plain DT
-    shared = ("head", "num_actions", "embed_dim", "num_layers", "num_heads", "dropout")
-    model = MetaDecisionTransformer(
-        **{f: getattr(dt_model, f) for f in shared}, max_timestep=dt_model.max_timestep
-    )
-    world_model = WorldModel(wmc, int(np.prod(obs_shape)))
-    tx, schedule = make_optimizer(d)
-    k, h, kp = d.context, wmc.horizon, m.prompt_length
-    use_prompt = m.prompt != "none"
 
-    def contexts(data: MetaData, ep: jax.Array, t: jax.Array) -> Context:
+def pick_segment(key, task, rng: jax.Array, weights: jax.Array | None):
+    """A row in ``[rng[task, 0], rng[task, 1])``, uniform or in proportion to ``weights``."""
+    lo, hi = rng[task, 0], rng[task, 1]
+    if weights is None:
+        u = jax.random.uniform(key)
+        return jnp.minimum(lo + jnp.floor(u * (hi - lo)).astype(jnp.int32), hi - 1)
+    cum = jnp.cumsum(weights)
+    base = jnp.where(lo > 0, cum[jnp.maximum(lo - 1, 0)], 0.0)
+    u = base + jax.random.uniform(key) * (cum[hi - 1] - base)
+    return jnp.clip(jnp.searchsorted(cum, u, side="right"), lo, hi - 1).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Learner:
+    """Meta-DT's learning, pure functions of (learner state, data) for one seed."""
+
+    config: Config
+    model: MetaDecisionTransformer
+    world_model: WorldModel
+    tx: Any
+    schedule: Any
+
+    def contexts(self, data: MetaData, ep: jax.Array, t: jax.Array) -> Context:
         """Context of step ``t`` of episode ``ep`` (any matching shapes)."""
+        h = self.config.world_model.horizon
         obs, act, rew, nxt = data.windows.obs, data.actions_wm, data.rewards, data.next_obs
         return jax.vmap(lambda e, tt: context_at(obs[e], act[e], rew[e], nxt[e], tt, h))(
             ep.reshape(-1), t.reshape(-1)
         )
 
-    def encode(wm_params, ctx: Context, shape) -> jax.Array:
-        z = world_model.apply(wm_params, ctx, method=WorldModel.encode)
+    def encode(self, wm_params, ctx: Context, shape) -> jax.Array:
+        z = self.world_model.apply(wm_params, ctx, method=WorldModel.encode)
         return jax.lax.stop_gradient(z).reshape(*shape, -1)
 
-    def segment_errors(wm_params, data: MetaData) -> jax.Array:
+    def segment_errors(self, wm_params, data: MetaData) -> jax.Array:
         """World-model error summed over each segment of ``data.segments``: [W]."""
         n, length = data.rewards.shape
         ep = jnp.repeat(jnp.arange(n), length)
         t = jnp.tile(jnp.arange(length), n)
-        ctx = contexts(data, ep, t)
-        err = world_model.apply(
+        ctx = self.contexts(data, ep, t)
+        err = self.world_model.apply(
             wm_params,
             ctx,
             data.windows.obs[ep, t],
@@ -336,126 +341,159 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
             method=WorldModel.errors,
         ).reshape(n, length)
         per_step = jnp.where(jnp.arange(length)[None] < data.windows.lengths[:, None], err, 0.0)
-        starts = data.segments[:, 1][:, None] + jnp.arange(kp)[None]
+        starts = data.segments[:, 1][:, None] + jnp.arange(self.config.meta.prompt_length)[None]
         return per_step[data.segments[:, 0][:, None], starts].sum(1)
 
-    def init(key: jax.Array) -> LearnerState:
-        key, wm_key, init_key = jax.random.split(key, 3)
-        if config.uses_world_model:
-            train_eps = jnp.arange(data.rewards.shape[0])
-            wm_params, losses = train_world_model(
-                world_model,
-                wm_key,
-                data.windows.obs,
-                data.actions_wm,
-                data.rewards,
-                data.next_obs,
-                data.windows.lengths,
-                train_eps,
-                wmc,
-            )
-            wm_loss = losses[-100:].mean()
-            weights = segment_errors(wm_params, data)
-            n, length = data.rewards.shape
-            ep, t = jnp.repeat(jnp.arange(n), length), jnp.tile(jnp.arange(length), n)
-            z_table = encode(wm_params, contexts(data, ep, t), (n, length))
-        else:
-            wm_params, wm_loss = None, jnp.zeros(())
+    def world_model_parts(self, key, data: MetaData):
+        """``(wm_params, wm_loss, segment weights, z_table)``: the world model trained on the
+        data (when the config uses one), its segment errors and every step's task vector."""
+        wmc = self.config.world_model
+        if not self.config.uses_world_model:
             weights = jnp.ones(data.segments.shape[0])
-            z_table = jnp.zeros((1, 1, wmc.latent_dim))
-        batch, z, prompt = sample(init_key, data, 1, None)
-        params = model.init(init_key, batch, z, prompt)
+            return None, jnp.zeros(()), weights, jnp.zeros((1, 1, wmc.latent_dim))
+        wm_params, losses = train_world_model(
+            self.world_model,
+            key,
+            data.windows.obs,
+            data.actions_wm,
+            data.rewards,
+            data.next_obs,
+            data.windows.lengths,
+            jnp.arange(data.rewards.shape[0]),
+            wmc,
+        )
+        n, length = data.rewards.shape
+        ep, t = jnp.repeat(jnp.arange(n), length), jnp.tile(jnp.arange(length), n)
+        z_table = self.encode(wm_params, self.contexts(data, ep, t), (n, length))
+        return wm_params, losses[-100:].mean(), self.segment_errors(wm_params, data), z_table
+
+    def init(self, key: jax.Array, data: MetaData, obs_mean, obs_std, target) -> LearnerState:
+        """The world model first (trained, then frozen), then the DT's parameters."""
+        c = self.config
+        key, wm_key, init_key = jax.random.split(key, 3)
+        wm_params, wm_loss, weights, z_table = self.world_model_parts(wm_key, data)
+        batch, z, prompt = self.sample(init_key, data, 1, None)
+        params = self.model.init(init_key, batch, z, prompt)
         return LearnerState(
             params=params,
-            opt_state=tx.init(params),
+            opt_state=self.tx.init(params),
             key=key,
             update_step=jnp.zeros((), jnp.int32),
             obs_mean=jnp.asarray(obs_mean),
             obs_std=jnp.asarray(obs_std),
             wm_params=wm_params,
             wm_loss=wm_loss,
-            z_table=z_table if m.context else jnp.zeros((1, 1, wmc.latent_dim)),
+            z_table=z_table if c.meta.context else jnp.zeros((1, 1, c.world_model.latent_dim)),
             segment_weights=weights,
             best_segment=best_per_task(weights, data.segment_range),
-            target_return=jnp.asarray(target / d.return_scale, jnp.float32),
+            target_return=jnp.asarray(target / c.dt.return_scale, jnp.float32),
         )
 
-    def pick_segment(key, task, rng: jax.Array, weights: jax.Array | None):
-        """A row in ``[rng[task, 0], rng[task, 1])``, uniform or in proportion to ``weights``."""
-        lo, hi = rng[task, 0], rng[task, 1]
-        if weights is None:
-            u = jax.random.uniform(key)
-            return jnp.minimum(lo + jnp.floor(u * (hi - lo)).astype(jnp.int32), hi - 1)
-        cum = jnp.cumsum(weights)
-        base = jnp.where(lo > 0, cum[jnp.maximum(lo - 1, 0)], 0.0)
-        u = base + jax.random.uniform(key) * (cum[hi - 1] - base)
-        return jnp.clip(jnp.searchsorted(cum, u, side="right"), lo, hi - 1).astype(jnp.int32)
+    def _prompts(self, key, data: MetaData, ep, state: LearnerState | None) -> Window:
+        """A prompt of each window's task: its best, an error-weighted or a uniform segment."""
+        m, batch = self.config.meta, ep.shape[0]
+        task = data.tasks[ep]
+        weights = None
+        if state is not None and m.prompt == "error_sampled":
+            weights = state.segment_weights
+        rows = jax.vmap(lambda kk, tt: pick_segment(kk, tt, data.prompt_range, weights))(
+            jax.random.split(key, batch), task
+        )
+        if state is not None and m.prompt == "error":
+            rows = state.best_segment[task]
+        seg = data.prompt_segments[rows]
+        prompt = jax.vmap(sample_window, in_axes=(None, 0, 0, None))(
+            data.prompts, seg[:, 0], seg[:, 1], m.prompt_length
+        )
+        if state is not None:
+            on = (state.update_step >= m.prompt_warmup).astype(jnp.float32)
+            prompt = prompt.replace(mask=prompt.mask * on)
+        return prompt
 
-    def sample(key, data: MetaData, batch: int, state: LearnerState | None):
+    def sample(self, key, data: MetaData, batch: int, state: LearnerState | None):
         """``batch`` training windows with their task vectors and prompts (``state`` None: for
         shapes at init, before the world model exists)."""
+        c, k = self.config, self.config.dt.context
         k_ep, k_start, k_prompt = jax.random.split(key, 3)
         w = data.windows
         ep = jax.random.choice(k_ep, w.lengths.shape[0], (batch,), p=w.weights)
         start = jnp.floor(jax.random.uniform(k_start, (batch,)) * w.lengths[ep]).astype(jnp.int32)
         win = jax.vmap(sample_window, in_axes=(None, 0, 0, None))(w, ep, start, k)
         z = None
-        if m.context:
+        if c.meta.context:
             if state is None:
-                z = jnp.zeros((batch, k, wmc.latent_dim))
+                z = jnp.zeros((batch, k, c.world_model.latent_dim))
             else:
                 z = state.z_table[ep[:, None], win.timesteps] * win.mask[..., None]
         prompt = None
-        if use_prompt:
-            task = data.tasks[ep]
-            keys = jax.random.split(k_prompt, batch)
-            weights = None
-            if state is not None and m.prompt == "error_sampled":
-                weights = state.segment_weights
-            rows = jax.vmap(lambda kk, tt: pick_segment(kk, tt, data.prompt_range, weights))(
-                keys, task
-            )
-            if state is not None and m.prompt == "error":
-                rows = state.best_segment[task]
-            seg = data.prompt_segments[rows]
-            prompt = jax.vmap(sample_window, in_axes=(None, 0, 0, None))(
-                data.prompts, seg[:, 0], seg[:, 1], kp
-            )
-            if state is not None:
-                on = (state.update_step >= m.prompt_warmup).astype(jnp.float32)
-                prompt = prompt.replace(mask=prompt.mask * on)
+        if c.meta.prompt != "none":
+            prompt = self._prompts(k_prompt, data, ep, state)
         return win, z, prompt
 
-    def loss_fn(params, win: Window, z, prompt, key):
-        dist = model.apply(params, win, z, prompt, train=True, rngs={"dropout": key})
+    def loss_fn(self, params, win: Window, z, prompt, key):
+        dist = self.model.apply(params, win, z, prompt, train=True, rngs={"dropout": key})
         log_prob = dist.log_prob(win.actions)
         nll = -jnp.sum(log_prob * win.mask) / jnp.maximum(win.mask.sum(), 1.0)
         return nll + dist.aux_loss(), {"action_loss": nll}
 
-    def update(state: LearnerState, data: MetaData) -> tuple[LearnerState, dict]:
+    def update(self, state: LearnerState, data: MetaData) -> tuple[LearnerState, dict]:
         key, batch_key, drop_key = jax.random.split(state.key, 3)
-        win, z, prompt = sample(batch_key, data, d.batch_size, state)
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        win, z, prompt = self.sample(batch_key, data, self.config.dt.batch_size, state)
+        (loss, stats), grads = jax.value_and_grad(self.loss_fn, has_aux=True)(
             state.params, win, z, prompt, drop_key
         )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         state = state.replace(
             params=optax.apply_updates(state.params, updates),
             opt_state=opt_state,
             key=key,
             update_step=state.update_step + 1,
         )
-        return state, {"loss": loss, **stats, "lr": schedule(state.update_step)}
+        return state, {"loss": loss, **stats, "lr": self.schedule(state.update_step)}
 
-    agent = MetaAgent(
-        config=config,
-        family=family,
-        model=model,
-        world_model=world_model,
-        data=data,
-        encode=encode,
+
+def _learner(config: Config, family) -> Learner:
+    """The model (the same head and sizes as a plain DT), the world model, the optimizer."""
+    params0 = family.default_params
+    dt_model = make_model(config, family.action_space(params0))
+    shared = ("head", "num_actions", "embed_dim", "num_layers", "num_heads", "dropout")
+    model = MetaDecisionTransformer(
+        **{f: getattr(dt_model, f) for f in shared}, max_timestep=dt_model.max_timestep
     )
+    obs_size = int(np.prod(family.observation_space(params0).shape))
+    world_model = WorldModel(config.world_model, obs_size)
+    return Learner(config, model, world_model, *make_optimizer(config.dt))
 
+
+def _training_data(config: Config, family, trajectories: Any | None):
+    """The training tasks' episodes and their tasks (read from ``config.dataset`` unless
+    given), checked against the family's observations."""
+    if trajectories is None:
+        trajectories, tasks, _ = load_meta_dataset(config.dataset, family, "train")
+    else:
+        trajectories, tasks = trajectories
+    obs_shape = tuple(family.observation_space(family.default_params).shape)
+    if tuple(trajectories.obs.shape[2:]) != obs_shape:
+        raise ConfigError(
+            f"dataset {config.dataset}: observations of shape {trajectories.obs.shape[2:]} do "
+            f"not fit {config.env} ({obs_shape})"
+        )
+    return trajectories, tasks
+
+
+def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
+    """``trajectories``: ``(padded episodes, their tasks)`` (default: the training tasks'
+    episodes of ``config.dataset``)."""
+    from seqrl.envs import make_raw
+
+    m = config.meta
+    family = make_raw(config.env, **config.env_kwargs)
+    trajectories, tasks = _training_data(config, family, trajectories)
+    data, obs_mean, obs_std = meta_data(config, family, trajectories, tasks)
+    returns = np.asarray(trajectories.rewards).sum(1)
+    target = float(returns.max()) if m.target_return is None else m.target_return
+    learner = _learner(config, family)
+    agent = MetaAgent(config, family, learner.model, learner.world_model, data, learner.encode)
     if m.prompt == "expert":  # read the held-out tasks' demos now, on the host
         agent.prompt_demos("test")
 
@@ -463,22 +501,21 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
         """The run's own protocol on the test tasks: zero-shot for Meta-DT and the DT floor,
         the expert prompt for Prompt-DT."""
         mode = "few-shot" if m.prompt == "expert" else "zero-shot"
-        protocol = "prompt-dt" if m.prompt == "expert" else "meta-dt"
         rounds = max(1, -(-num_episodes // (family.num_test * config.num_envs)))
-        out = agent.evaluate(state, key, "test", mode, protocol, rounds, deterministic)
+        out = agent.evaluate(state, key, "test", mode, agent.protocols[0], rounds, deterministic)
         # episode-major, so any prefix covers every test task
         return {"returns": out["returns"].T.reshape(-1)[:num_episodes]}
 
     return Trainer(
-        init=init,
-        update=update,
+        init=lambda key: learner.init(key, data, obs_mean, obs_std, target),
+        update=learner.update,
         evaluate=evaluate,
         num_updates=config.total_updates,
-        steps_per_update=d.batch_size,
+        steps_per_update=config.dt.batch_size,
         unit="samples",
         data=data,
         meta=agent,
-        internals=Internals(model, world_model, sample),
+        internals=Internals(learner.model, learner.world_model, learner.sample),
         host_evaluate=getattr(family, "host", False),
     )
 

@@ -38,7 +38,8 @@ from seqrl.data import (
 from seqrl.envs.core import NormalizeObservation
 from seqrl.envs.spaces import Discrete
 from seqrl.errors import UserError
-from seqrl.evaluate import episode_returns
+from seqrl.evaluate import PolicyStep, Step, episode_returns, row_mask
+from seqrl.evaluate import rollout as seqrl_rollout
 from seqrl.runs import Run
 from seqrl.trainer import Actor
 
@@ -73,9 +74,35 @@ def time_limit(params: Any) -> int | None:
     return None
 
 
-def _rows(mask: jax.Array, x: jax.Array) -> jax.Array:
-    """``mask[B]`` broadcast against ``x[B, ...]``."""
-    return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+def _perturbed(policy: PolicyStep, space: Any, noise: float, normalize: Callable) -> PolicyStep:
+    """``policy`` acting on ``normalize``-d observations, its actions epsilon-random (discrete)
+    or with Gaussian noise of std ``noise`` (continuous; then clipped to the space)."""
+
+    def perturb(action, key):
+        if isinstance(space, Discrete):
+            explore_key, pick_key = jax.random.split(key)
+            explore = jax.random.uniform(explore_key, action.shape) < noise
+            random = jax.random.randint(pick_key, action.shape, 0, space.n, action.dtype)
+            return jnp.where(explore, random, action).astype(jnp.int32)
+        action = action + noise * jax.random.normal(key, action.shape, action.dtype)
+        return jnp.clip(action, space.low, space.high).astype(jnp.float32)
+
+    def step(carry, obs, first, key):
+        act_key, noise_key = jax.random.split(key)
+        carry, action = policy(carry, normalize(obs), first, act_key)
+        return carry, perturb(action, noise_key)
+
+    return step
+
+
+def _record(step: Step) -> dict:
+    return {
+        "obs": step.obs.astype(jnp.float32),
+        "actions": step.action,
+        "rewards": step.reward.astype(jnp.float32),
+        "terminated": step.terminated,
+        "truncated": step.truncated,
+    }
 
 
 def rollout(
@@ -99,92 +126,24 @@ def rollout(
     if isinstance(venv, NormalizeObservation):  # record raw observations, act on normalized ones
         normalize, venv = venv.stats.normalize, venv.env
     space = venv.action_space(params)
-    policy = actor.policy(state, deterministic)
-
-    def perturb(action, key):
-        if isinstance(space, Discrete):
-            explore_key, pick_key = jax.random.split(key)
-            explore = jax.random.uniform(explore_key, action.shape) < noise
-            random = jax.random.randint(pick_key, action.shape, 0, space.n, action.dtype)
-            return jnp.where(explore, random, action).astype(jnp.int32)
-        action = action + noise * jax.random.normal(key, action.shape, action.dtype)
-        return jnp.clip(action, space.low, space.high).astype(jnp.float32)
-
-    key, reset_key = jax.random.split(key)
-    obs, env_state = venv.reset(reset_key, params)
-    n = num_envs
-
-    def buffer(x, dtype):
-        return jnp.zeros((n, max_len, *x.shape[1:]), dtype)
-
-    def cond(c):
-        return jnp.logical_and(~jnp.all(c["finished"]), c["t"] < max_len)
-
-    def body(c):
-        key, act_key, noise_key, step_key = jax.random.split(c["key"], 4)
-        carry, action = policy(c["carry"], normalize(c["obs"]), c["first"], act_key)
-        action = perturb(action, noise_key)
-        obs, env_state, reward, terminated, truncated, info = venv.step(
-            step_key, c["env_state"], action, params
-        )
-        active, t = ~c["finished"], c["t"]
-        ended = jnp.logical_and(info["episode_done"], active)
-
-        def record(buf, x):
-            return buf.at[:, t].set(jnp.where(_rows(active, x), x, jnp.zeros_like(x)))
-
-        traj = c["traj"]
-        traj = traj.replace(
-            obs=record(traj.obs, c["obs"]),
-            actions=record(traj.actions, action.astype(traj.actions.dtype)),
-            rewards=record(traj.rewards, reward.astype(jnp.float32)),
-            terminated=record(traj.terminated, terminated),
-            truncated=record(traj.truncated, truncated),
-            lengths=jnp.where(ended, t + 1, traj.lengths),
-            final_obs=jnp.where(_rows(ended, obs), info["final_observation"], traj.final_obs),
-        )
-        return {
-            "key": key,
-            "carry": carry,
-            "obs": obs,
-            "first": info["episode_done"],
-            "env_state": env_state,
-            "finished": jnp.logical_or(c["finished"], info["episode_done"]),
-            "returns": jnp.where(ended, info["episode_return"], c["returns"]),
-            "traj": traj,
-            "t": t + 1,
-        }
-
-    action_dtype = jnp.int32 if isinstance(space, Discrete) else jnp.float32
-    sample_action = jnp.zeros((n, *space.shape), action_dtype)
-    init = {
-        "key": key,
-        "carry": actor.initial_carry(n),
-        "obs": obs,
-        "first": jnp.ones(n, jnp.bool_),
-        "env_state": env_state,
-        "finished": jnp.zeros(n, jnp.bool_),
-        "returns": jnp.full(n, jnp.nan, jnp.float32),
-        "traj": Trajectories(
-            obs=buffer(obs, jnp.float32),
-            actions=buffer(sample_action, action_dtype),
-            rewards=jnp.zeros((n, max_len), jnp.float32),
-            terminated=jnp.zeros((n, max_len), jnp.bool_),
-            truncated=jnp.zeros((n, max_len), jnp.bool_),
-            lengths=jnp.zeros(n, jnp.int32),
-            final_obs=jnp.zeros_like(obs, jnp.float32),
-        ),
-        "t": jnp.zeros((), jnp.int32),
-    }
-    final = jax.lax.while_loop(cond, body, init)
-    # episodes still running after max_len steps end there, truncated
-    cut, traj = ~final["finished"], final["traj"]
-    traj = traj.replace(
-        truncated=traj.truncated.at[:, max_len - 1].set(traj.truncated[:, max_len - 1] | cut),
-        lengths=jnp.where(cut, max_len, traj.lengths),
-        final_obs=jnp.where(_rows(cut, final["obs"]), final["obs"], traj.final_obs),
+    policy = _perturbed(actor.policy(state, deterministic), space, noise, normalize)
+    out = seqrl_rollout(
+        policy, actor.initial_carry(num_envs), venv, params, key, max_len, record=_record
     )
-    return traj, final["returns"]
+    steps, finished, last = out["steps"], out["finished"], out["last_obs"]
+    # episodes still running after max_len steps end there, truncated
+    cut = ~finished
+    truncated = steps["truncated"].at[:, max_len - 1].set(steps["truncated"][:, max_len - 1] | cut)
+    traj = Trajectories(
+        obs=steps["obs"],
+        actions=steps["actions"].astype(jnp.int32 if isinstance(space, Discrete) else jnp.float32),
+        rewards=steps["rewards"],
+        terminated=steps["terminated"],
+        truncated=truncated,
+        lengths=jnp.where(cut, max_len, out["lengths"]),
+        final_obs=jnp.where(row_mask(cut, last), last, out["final_obs"]).astype(jnp.float32),
+    )
+    return traj, out["returns"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +232,90 @@ def select_medium(run: Run, key: jax.Array, log: Callable[[str], None]) -> tuple
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_request(quality: str, episodes: int, noise: float | None) -> None:
+    """The choices every collection checks before anything compiles."""
+    if quality not in QUALITIES:
+        raise UserError(f"quality {quality!r} is not one of {', '.join(QUALITIES)}")
+    if episodes < 1:
+        raise UserError(f"episodes must be >= 1, got {episodes}")
+    if noise is not None and not (noise >= 0 and math.isfinite(noise)):
+        raise UserError(f"noise must be a finite number >= 0, got {noise}")
+
+
+def _mixture(medium: Any, expert: Any, episodes: int) -> list[tuple[str, Any, int]]:
+    """``mixed``: (role, what, episodes) of each policy, 70% medium and 30% expert."""
+    n_medium = round(MIXED_MEDIUM_FRACTION * episodes)
+    plan = [("medium", medium, n_medium), ("expert", expert, episodes - n_medium)]
+    return [part for part in plan if part[2] > 0]
+
+
+def _plan(run: Run, quality: str, checkpoint: int | None, episodes: int, seed: int, log):
+    """``([(role, checkpoint step, episodes)], medium selection evidence or None)``."""
+    latest = run.steps[-1]
+    if quality == "expert":
+        return [("expert", latest if checkpoint is None else checkpoint, episodes)], None
+    medium, selection = checkpoint, None
+    if medium is None:
+        medium, selection = select_medium(run, selection_key(seed), log)
+    if quality == "medium":
+        return [("medium", medium, episodes)], selection
+    return _mixture(medium, latest, episodes), selection
+
+
+def _gather(run: Run, plan: list, seed: int, max_len: int, noise: float, deterministic: bool):
+    """Every part of ``plan`` rolled out: ``(Trajectories on the host, trimmed to the longest
+    episode; per-episode metadata)``. One compiled program serves every part (same batch size,
+    state as an argument); a per-task run collects each part's episodes per task, its learners
+    vmapped."""
+    num_envs = max(count for _, _, count in plan)
+    actor = run.trainer.single.actor
+    one_learner = lambda s, k: rollout(actor, s, k, num_envs, max_len, noise, deterministic)[0]
+    if run.num_tasks:
+        tasks = run.task_indices()
+        program = jax.jit(lambda s, k: jax.vmap(one_learner)(s, jax.random.split(k, len(tasks))))
+    else:
+        tasks = [None]
+        program = jax.jit(lambda s, k: jax.tree.map(lambda x: x[None], one_learner(s, k)))
+    parts, episode_metadata = [], []
+    for i, (role, step, count) in enumerate(plan):
+        traj = program(run.state(step), jax.random.fold_in(jax.random.PRNGKey(seed), i))
+        # [tasks, num_envs, ...] -> the first `count` episodes of each task
+        parts.append(
+            jax.tree.map(lambda x, c=count: np.asarray(x[:, :c]).reshape(-1, *x.shape[2:]), traj)
+        )
+        for task in tasks:
+            extra = {} if task is None else {"task": task}
+            episode_metadata += [{"checkpoint": step, "policy": role, **extra}] * count
+    host = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    longest = int(host.lengths.max())
+    names = ("obs", "actions", "rewards", "terminated", "truncated")
+    return host.replace(**{k: getattr(host, k)[:, :longest] for k in names}), episode_metadata
+
+
+def _save(output, trajectories, meta: DatasetMeta, episode_metadata, description, log) -> Path:
+    """Writes the dataset and says what it holds."""
+    path = save_dataset(
+        output, trajectories, meta, episode_metadata=episode_metadata, description=description
+    )
+    log(f"dataset: {path}")
+    return path
+
+
+def _open_checked(run_dir, checkpoint: int | None, noise: float):
+    """``(run, venv, env params)``: the run, the env its policy acts in, the request checked
+    against them."""
+    run = open_run(run_dir)
+    if checkpoint is not None and checkpoint not in run.steps:
+        kept = ", ".join(str(s) for s in run.steps)
+        raise UserError(f"run {run.run_dir} has no checkpoint {checkpoint}; kept: {kept}")
+    latest_state = run.state(run.steps[-1])
+    lane = jax.tree.map(lambda x: x[0], latest_state) if run.num_tasks else latest_state
+    venv, params = run.trainer.single.actor.env(lane, 1)
+    if isinstance(venv.action_space(params), Discrete) and noise > 1:
+        raise UserError(f"noise is an epsilon for discrete actions: must be <= 1, got {noise}")
+    return run, venv, params
+
+
 def collect(
     run_dir: str | Path,
     episodes: int,
@@ -296,86 +339,21 @@ def collect(
     from seqrl.runtime import configure_jax
 
     # CHECK everything a user can get wrong before anything compiles
-    if quality not in QUALITIES:
-        raise UserError(f"quality {quality!r} is not one of {', '.join(QUALITIES)}")
-    if episodes < 1:
-        raise UserError(f"episodes must be >= 1, got {episodes}")
-    if not (noise >= 0 and math.isfinite(noise)):
-        raise UserError(f"noise must be a finite number >= 0, got {noise}")
+    _check_request(quality, episodes, noise)
     if max_steps is not None and max_steps < 1:
         raise UserError(f"max_steps must be >= 1, got {max_steps}")
     output = check_output_path(output)
     configure_jax()
-    run = open_run(run_dir)
-    if checkpoint is not None and checkpoint not in run.steps:
-        kept = ", ".join(str(s) for s in run.steps)
-        raise UserError(f"run {run.run_dir} has no checkpoint {checkpoint}; kept: {kept}")
-    latest_state = run.state(run.steps[-1])
-    lane = jax.tree.map(lambda x: x[0], latest_state) if run.num_tasks else latest_state
-    venv, params = run.trainer.single.actor.env(lane, 1)
+    run, venv, params = _open_checked(run_dir, checkpoint, noise)
     action_space = venv.action_space(params)
-    if isinstance(action_space, Discrete) and noise > 1:
-        raise UserError(f"noise is an epsilon for discrete actions: must be <= 1, got {noise}")
     max_len = max_steps or time_limit(params)
     if max_len is None:
         raise UserError(f"env {run.config.env} has no time limit in its params: pass --max-steps N")
 
-    # CHOOSE the checkpoints: (role, step, episodes)
-    base_key = jax.random.PRNGKey(seed)
-    latest = run.steps[-1]
-    selection = None
-    if quality == "expert":
-        plan = [("expert", latest if checkpoint is None else checkpoint, episodes)]
-    else:
-        medium = checkpoint
-        if medium is None:
-            medium, selection = select_medium(run, selection_key(seed), log)
-        if quality == "medium":
-            plan = [("medium", medium, episodes)]
-        else:
-            n_medium = round(MIXED_MEDIUM_FRACTION * episodes)
-            plan = [("medium", medium, n_medium), ("expert", latest, episodes - n_medium)]
-            plan = [part for part in plan if part[2] > 0]
-
-    # COLLECT: one compiled program serves every part (same batch size, state as an argument);
-    # a per-task run collects ``episodes`` per task, its learners vmapped
-    num_envs = max(count for _, _, count in plan)
-
-    def one_learner(state, key):
-        actor = run.trainer.single.actor
-        return rollout(actor, state, key, num_envs, max_len, noise, deterministic)[0]
-
-    if run.num_tasks:
-        tasks = run.task_indices()
-        program = jax.jit(
-            lambda state, key: jax.vmap(one_learner)(state, jax.random.split(key, len(tasks)))
-        )
-    else:
-        tasks = [None]
-        program = jax.jit(
-            lambda state, key: jax.tree.map(lambda x: x[None], one_learner(state, key))
-        )
-    parts, episode_metadata = [], []
-    for i, (role, step, count) in enumerate(plan):
-        state = latest_state if step == latest else run.state(step)
-        traj = program(state, jax.random.fold_in(base_key, i))  # [tasks, num_envs, ...]
-        parts.append(
-            jax.tree.map(lambda x, c=count: np.asarray(x[:, :c]).reshape(-1, *x.shape[2:]), traj)
-        )
-        for task in tasks:
-            extra = {} if task is None else {"task": task}
-            episode_metadata += [{"checkpoint": step, "policy": role, **extra}] * count
-    host = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-    longest = int(host.lengths.max())
-    host = host.replace(
-        **{
-            k: getattr(host, k)[:, :longest]
-            for k in ("obs", "actions", "rewards", "terminated", "truncated")
-        }
-    )
+    # CHOOSE the checkpoints, COLLECT, WRITE
+    plan, selection = _plan(run, quality, checkpoint, episodes, seed, log)
+    host, episode_metadata = _gather(run, plan, seed, max_len, noise, deterministic)
     trajectories = jax.tree.map(jnp.asarray, host)
-
-    # WRITE
     stats = trajectories.return_stats()
     info = {
         "algorithm": f"seqrl collect ({run.config.agent})",
@@ -389,7 +367,7 @@ def collect(
         "deterministic": deterministic,
         "seed": seed,
         "max_steps": max_len,
-        "num_episodes": episodes * len(tasks),
+        "num_episodes": len(episode_metadata),
         "num_steps": trajectories.num_steps,
         **stats,
     }
@@ -402,24 +380,16 @@ def collect(
     if run.num_tasks:  # which task each episode is (index into the family's split("all"))
         info["task_split"] = run.config.tasks
         info["episode_tasks"] = [m["task"] for m in episode_metadata]
-    meta = DatasetMeta(
-        env=run.config.env,
-        observation_space=venv.observation_space(params),
-        action_space=action_space,
-        info=info,
-    )
+    meta = DatasetMeta(run.config.env, venv.observation_space(params), action_space, info=info)
     checkpoints = ", ".join(f"{role} {step}" for role, step, _ in plan)
-    description = f"{quality} data for {run.config.env} from {run.run_dir} ({checkpoints})"
-    path = save_dataset(
-        output, trajectories, meta, episode_metadata=episode_metadata, description=description
-    )
     log(
-        f"collected {episodes * len(tasks)} episodes"
-        + (f" ({episodes} per task x {len(tasks)} tasks)" if run.num_tasks else "")
+        f"collected {len(episode_metadata)} episodes"
+        + (f" ({episodes} per task x {run.num_tasks} tasks)" if run.num_tasks else "")
         + f", {trajectories.num_steps} steps, return "
         f"{stats['return_mean']:.2f} +- {stats['return_std']:.2f} ({quality}: {checkpoints})"
     )
-    log(f"dataset: {path}")
+    description = f"{quality} data for {run.config.env} from {run.run_dir} ({checkpoints})"
+    path = _save(output, trajectories, meta, episode_metadata, description, log)
     return CollectResult(path, trajectories, meta)
 
 
@@ -444,12 +414,7 @@ def collect_scripted(
     """
     from seqrl.envs import make_raw
 
-    if quality not in QUALITIES:
-        raise UserError(f"quality {quality!r} is not one of {', '.join(QUALITIES)}")
-    if episodes < 1:
-        raise UserError(f"episodes must be >= 1, got {episodes}")
-    if noise is not None and not (noise >= 0 and math.isfinite(noise)):
-        raise UserError(f"noise must be a finite number >= 0, got {noise}")
+    _check_request(quality, episodes, noise)
     family = make_raw(env, **(env_kwargs or {}))
     if not hasattr(family, "scripted_action"):
         raise UserError(
@@ -465,11 +430,7 @@ def collect_scripted(
     from seqrl.envs.meta.metaworld import NOISE
 
     if quality == "mixed":
-        n_medium = round(MIXED_MEDIUM_FRACTION * episodes)
-        plan = [
-            ("medium", NOISE["medium"], n_medium),
-            ("expert", NOISE["expert"], episodes - n_medium),
-        ]
+        plan = _mixture(NOISE["medium"], NOISE["expert"], episodes)
     else:
         plan = [(quality, NOISE[quality] if noise is None else noise, episodes)]
     tasks = np.asarray(family.split("all"))
@@ -501,22 +462,14 @@ def collect_scripted(
         "episode_tasks": [m["task"] for m in episode_metadata],
         **stats,
     }
-    meta = DatasetMeta(
-        env=env,
-        observation_space=family.observation_space(),
-        action_space=family.action_space(),
-        info=info,
-    )
-    description = f"{quality} data for {env} from its scripted policy (action noise {plan})"
-    path = save_dataset(
-        output, trajectories, meta, episode_metadata=episode_metadata, description=description
-    )
+    meta = DatasetMeta(env, family.observation_space(), family.action_space(), info=info)
     log(
         f"collected {n} episodes ({episodes} per task x {len(tasks)} tasks), "
         f"{trajectories.num_steps} steps, return {stats['return_mean']:.1f} +- "
         f"{stats['return_std']:.1f}, success {success:.0%} ({quality})"
     )
-    log(f"dataset: {path}")
+    description = f"{quality} data for {env} from its scripted policy (action noise {plan})"
+    path = _save(output, trajectories, meta, episode_metadata, description, log)
     return CollectResult(path, trajectories, meta)
 
 

@@ -47,7 +47,7 @@ def reference_returns(
     space = family.action_space(family.default_params)
     length = family.episode_length
 
-    def random_act(carry, obs, t, key):
+    def random_act(carry, obs, first, key):
         return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
 
     observe = lambda carry, action, reward, next_obs: carry
@@ -246,7 +246,7 @@ def random_episodes(family, tasks, per_task: int, key: jax.Array):
     space = family.action_space(family.default_params)
     length = family.episode_length
 
-    def act(carry, obs, t, key):
+    def act(carry, obs, first, key):
         return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
 
     params = lane_params(family, tasks, per_task)

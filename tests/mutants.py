@@ -365,7 +365,7 @@ MUTANTS = [
         "evaluation-later-episode",
         "evaluation reports each copy's latest episode, not its first",
         "seqrl/evaluate.py",
-        'newly = jnp.logical_and(info["episode_done"], ~c["finished"])',
+        'newly = jnp.logical_and(info["episode_done"], step.active)',
         'newly = info["episode_done"]',
         ("tests/test_envs.py",),
     ),
@@ -438,9 +438,9 @@ MUTANTS = [
     M(
         "collect-records-next-observation",
         "collected datasets pair each action with the observation after it",
-        "seqrl/collection.py",
-        'obs=record(traj.obs, c["obs"]),',
-        "obs=record(traj.obs, obs),",
+        "seqrl/evaluate.py",
+        'step = Step(c["obs"], action, reward, term, trunc, next_obs, ~c["finished"])',
+        'step = Step(obs, action, reward, term, trunc, next_obs, ~c["finished"])',
         ("tests/test_collect.py",),
     ),
     # -- distribution ----------------------------------------------------------------------------

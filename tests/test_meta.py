@@ -49,10 +49,10 @@ def test_point_robot_reference_returns_match_the_paper_distribution():
     params = lane_params(family, tasks, 1)
     space = family.action_space(family.default_params)
 
-    def random_act(carry, obs, t, key):
+    def random_act(carry, obs, first, key):
         return carry, jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
 
-    def still(carry, obs, t, key):
+    def still(carry, obs, first, key):
         return carry, jnp.zeros_like(obs)
 
     observe = lambda carry, action, reward, next_obs: carry

@@ -5,7 +5,7 @@ Meta-World's environments are numpy/MuJoCo, not JAX, so they cannot live inside 
 program. :class:`MetaWorldFamily` gives them the task-family interface the offline meta-RL
 agents and ``seqrl eval-meta`` use (``split``, ``num_train`` / ``num_test``, spaces,
 ``episode_length``) plus a host loop, :meth:`MetaWorldFamily.rollout`, with the same contract as
-:func:`seqrl.meta_eval.rollout`: the policy's ``act`` / ``observe`` are jitted JAX functions
+:func:`seqrl.evaluate.lane_rollout`: the policy's ``act`` / ``observe`` are jitted JAX functions
 over all lanes at once, and only the env steps run in Python (one MuJoCo env per lane, a
 gymnasium-style batch stepped in turn).
 
@@ -227,8 +227,8 @@ class MetaWorldFamily:
 
     def rollout(self, tasks, key, act, observe, carry, length: int | None = None):
         """One episode per lane (lane ``i`` runs global task ``tasks[i]``), ``length`` steps at
-        most, on the host. ``act(carry, obs, t, key) -> (carry, action)`` and ``observe(carry,
-        action, reward, next_obs) -> carry`` as in :func:`seqrl.meta_eval.rollout` (pass
+        most, on the host. ``act(carry, obs, first, key) -> (carry, action)`` and ``observe(carry,
+        action, reward, next_obs) -> carry`` as in :func:`seqrl.evaluate.lane_rollout` (pass
         jitted ones); ``act`` may be ``"scripted"`` / ``("scripted", noise_std)`` for the
         scripted policy. Returns ``(carry, traj, returns)`` like it (arrays on the host)."""
         tasks = np.asarray(tasks)
@@ -250,7 +250,7 @@ class MetaWorldFamily:
                     action = action + noise * rng.standard_normal(action.shape)
                     action = np.clip(action, -1.0, 1.0).astype(np.float32)
                 else:
-                    carry, action = act(carry, obs, t, act_key)
+                    carry, action = act(carry, obs, np.full(lanes, t == 0), act_key)
                     action = np.asarray(action, np.float32)
                 next_obs = obs.copy()
                 reward = np.zeros(lanes, np.float32)
