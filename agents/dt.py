@@ -54,10 +54,14 @@ class DTConfig:
     weight_decay: float = option(1e-4, "AdamW weight decay", ge=0)
     grad_clip: float = option(0.25, "global gradient norm clip", gt=0)
     return_scale: float = option(1000.0, "returns-to-go are divided by this", gt=0)
-    target_return: float = option(500.0, "return-to-go the evaluation starts from")
+    target_return: float | None = option(
+        500.0, "return-to-go the evaluation starts from (null: the best return in the data)"
+    )
     max_timestep: int = option(1000, "size of the timestep embedding table", ge=1)
     normalize_states: bool = option(True, "standardize states with the dataset's statistics")
-    head: Literal[HEADS] = option("auto", "action head (auto: categorical / deterministic)")
+    head: Literal[HEADS] = option(
+        "auto", "action head (auto: categorical for discrete, deterministic for continuous)"
+    )
     fourier_frequencies: int = option(8, "Fourier head: frequencies N", ge=1)
     fourier_bins: int = option(64, "Fourier head: bins per continuous action dimension", ge=2)
     action_order: tuple[int, ...] | None = option(
@@ -246,13 +250,11 @@ class LearnerState:
 
 def make_model(config: Config, action_space) -> DecisionTransformer:
     d = config.dt
-    kind = d.head
-    if kind == "auto":
-        kind = "categorical" if isinstance(action_space, Discrete) else "deterministic"
     try:
         head = head_for(
             action_space,
-            kind,
+            d.head,
+            continuous="deterministic",  # the DT paper's MSE head
             fourier_frequencies=d.fourier_frequencies,
             fourier_bins=d.fourier_bins,
             action_order=d.action_order,
@@ -452,6 +454,8 @@ class Learner:
         """Returns of ``num_episodes`` episodes, run ``num_envs`` at a time."""
         config = self.config
         target = config.dt.target_return if target_return is None else target_return
+        if target is None:  # the best return in the training data
+            target = float(np.asarray(self.data.rtg[:, 0]).max()) * config.dt.return_scale
         rounds = -(-num_episodes // config.num_envs)
 
         def one_round(key):

@@ -79,7 +79,7 @@ class LaneShapes:
     action_shape: tuple
     action_dtype: Any
     wm_action_dim: int  # actions as the world model reads them (discrete: one-hot)
-    length: int  # the family's episode length
+    length: int  # steps per episode: the family's episode length, at most loop.eval_max_steps
 
     @property
     def lanes(self) -> int:
@@ -211,7 +211,7 @@ class MetaAgent:
             action_shape=tuple(windows.actions.shape[2:]),
             action_dtype=windows.actions.dtype,
             wm_action_dim=int(self.data.actions_wm.shape[2]),
-            length=self.family.episode_length,
+            length=min(self.family.episode_length, self.config.loop.eval_max_steps),
         )
 
     def _initial_carry(self, lanes: LaneShapes, prompt: Window, target) -> dict:
@@ -337,7 +337,7 @@ class MetaAgent:
                 state, key, split, mode, protocol, rounds, deterministic, target_return
             )
         fns = self.acting(state, split, deterministic, target_return)
-        fam, length = self.family, self.family.episode_length
+        fam, length = self.family, self._lanes(split).length
         use_prompt = self.config.meta.prompt != "none"
 
         def one_round(key):
@@ -395,7 +395,7 @@ class MetaAgent:
 
         def run(prompt, key):
             carry = f["initial_carry"](state, prompt)
-            return fam.rollout(tasks, key, act, observe, carry, fam.episode_length)
+            return fam.rollout(tasks, key, act, observe, carry, self._lanes(split).length)
 
         returns, success = [], []
         for round_key in jax.random.split(key, rounds):

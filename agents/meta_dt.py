@@ -1,6 +1,8 @@
 """Meta-DT (Wang et al., "Meta-DT: Offline Meta-RL as Conditional Sequence Modeling with World
 Model Disentanglement", NeurIPS 2024), and the family of task-conditioned Decision
-Transformers it is compared with. REFERENCE.md section 6.
+Transformers it is compared with, Prompt-DT among them (Xu et al., "Prompting Decision
+Transformer for Few-Shot Policy Generalization", ICML 2022: ``meta.context: false``,
+``meta.prompt: expert``, the preset configs/meta/*/prompt_dt.yaml).
 
 One model, switched by ``meta``:
 
@@ -11,20 +13,20 @@ One model, switched by ``meta``:
 - ``prompt``: ``k`` steps (R^, s, a) with their own embeddings, prepended to the sequence.
   ``error``: the self-guided prompt, the length-k window of the task's data with the largest
   world-model prediction error (``error_sampled``: sampled in proportion to it; ``random``:
-  uniform, the ablation); ``expert``: a segment of an expert demo of the task (Prompt-DT, see
-  :mod:`seqrl.agents.prompt_dt`); ``none``. No prompt during the first ``prompt_warmup``
-  updates.
+  uniform, the ablation); ``expert``: a segment of an expert demo of the task, from
+  ``prompt_dataset`` (Prompt-DT: at test time the last k steps of a demo of the test task);
+  ``none``. No prompt during the first ``prompt_warmup`` updates.
 - Both off: a plain DT without task information (the floor).
 
 Data: a multi-task dataset from ``seqrl collect`` on a per-task PPO run (``tasks: ...``): its
 episodes carry their task (``episode_tasks``). Only TRAINING-split tasks are read for training
 (and for the world model); test tasks are never seen before evaluation. The target return is
-the best return of the training data (``meta.target_return`` overrides it), not a number read
+the best return of the training data (``dt.target_return`` overrides it), not a number read
 from a test task's data.
 
-Evaluation (``seqrl eval-meta``, :mod:`seqrl.meta_eval`): zero-shot = only the online context
-z; few-shot = a zero-shot episode first, then its highest-error segment as the prompt
-(Meta-DT), or the last k steps of an expert demo of the test task (Prompt-DT).
+Evaluation (``seqrl eval-meta`` runs :mod:`seqrl.agents.meta_acting`): zero-shot = only the
+online context z; few-shot = a zero-shot episode first, then its highest-error segment as the
+prompt (Meta-DT), or the last k steps of an expert demo of the test task (Prompt-DT).
 """
 
 from __future__ import annotations
@@ -76,9 +78,6 @@ class MetaConfig:
     )
     prompt_length: int = option(5, "prompt segment length k (steps)", ge=1)
     prompt_warmup: int = option(0, "updates trained without a prompt first", ge=0)
-    target_return: float | None = option(
-        None, "evaluation target return (default: the best return in the training data)"
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +89,11 @@ class Config(dt_agent.Config):
     dataset: str = option("", "multi-task dataset (seqrl collect on a per-task PPO run)")
     num_envs: int = option(4, "evaluation episodes per test task and round", ge=1)
     prompt_dataset: str = option("", "expert demos per task (prompt: expert)")
+    dt: DTConfig = option(
+        DTConfig(target_return=None),
+        "Decision Transformer hyperparameters (target_return null: the best return of the "
+        "training data)",
+    )
     meta: MetaConfig = option(MetaConfig(), "task conditioning: context and prompt")
     world_model: WorldModelConfig = option(WorldModelConfig(), "context world model")
 
@@ -224,13 +228,9 @@ def best_per_task(weights: jax.Array, segment_range: jax.Array) -> jax.Array:
 
 
 @struct.dataclass
-class LearnerState:
-    params: Any
-    opt_state: Any
-    key: jax.Array
-    update_step: jax.Array
-    obs_mean: jax.Array
-    obs_std: jax.Array
+class LearnerState(dt_agent.LearnerState):
+    """The DT's learner state (the same leaves first) and the frozen world model's parts."""
+
     wm_params: Any  # the frozen world model (None when unused)
     wm_loss: jax.Array  # its final training loss
     z_table: jax.Array  # [N, L, Z] task vector of every training step (frozen encoder)
@@ -491,7 +491,8 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
     trajectories, tasks = _training_data(config, family, trajectories)
     data, obs_mean, obs_std = meta_data(config, family, trajectories, tasks)
     returns = np.asarray(trajectories.rewards).sum(1)
-    target = float(returns.max()) if m.target_return is None else m.target_return
+    target = config.dt.target_return
+    target = float(returns.max()) if target is None else target
     learner = _learner(config, family)
     agent = MetaAgent(config, family, learner.model, learner.world_model, data, learner.encode)
     if m.prompt == "expert":  # read the held-out tasks' demos now, on the host

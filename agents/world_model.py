@@ -1,4 +1,4 @@
-"""Meta-DT's context world model (Wang et al., NeurIPS 2024; REFERENCE.md section 6).
+"""Meta-DT's context world model (Wang et al., "Meta-DT", NeurIPS 2024).
 
 A context encoder reads the ``h`` transitions (s, a, r) BEFORE step t of the same episode and
 returns a task vector z_t; decoders predict the reward r_t from (s_t, a_t, s_{t+1}, z_t) and the

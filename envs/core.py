@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from seqrl.envs.spaces import Box, Discrete, Space
+from seqrl.envs.spaces import Box, Space
 
 
 class Environment:
@@ -282,7 +282,3 @@ def find_state(state: Any, cls: type) -> Any | None:
             return state
         state = getattr(state, "env_state", None)
     return None
-
-
-def is_discrete(space: Space) -> bool:
-    return isinstance(space, Discrete)

@@ -66,13 +66,17 @@ BRAX_IDS = (
 INCONTEXT_IDS = ("gymnax/CartPole-v1", "gymnax/Acrobot-v1", "gymnax/Pendulum-v1")
 
 _REGISTRY: dict[str, Callable[..., Environment]] = {}
+_HOST: set[str] = set()  # names registered with host=True
 
 
-def register(name: str, factory: Callable[..., Environment]) -> None:
-    """Registers ``factory(**kwargs) -> raw Environment`` under ``name`` ("family/Id")."""
+def register(name: str, factory: Callable[..., Environment], *, host: bool = False) -> None:
+    """Registers ``factory(**kwargs) -> raw Environment`` under ``name`` ("family/Id").
+    ``host``: the env is stepped on the host (its objects say so too: ``env.host``)."""
     if name in _REGISTRY:
         raise ValueError(f"environment {name!r} is already registered")
     _REGISTRY[name] = factory
+    if host:
+        _HOST.add(name)
 
 
 def _gymnax_factory(env_id: str) -> Callable[..., Environment]:
@@ -139,7 +143,7 @@ def _metaworld_factory(env_name: str) -> Callable[..., Any]:
 # Meta-World ML1 through a host-side adapter (MuJoCo stepped from Python; offline agents only)
 HOST_IDS = ("reach", "push", "pick-place")
 for _id in HOST_IDS:
-    register(f"meta/ML1-{_id}", _metaworld_factory(f"{_id}-v3"))
+    register(f"meta/ML1-{_id}", _metaworld_factory(f"{_id}-v3"), host=True)
 
 
 def _metaworld_benchmark_factory(benchmark: str) -> Callable[..., Any]:
@@ -152,7 +156,7 @@ def _metaworld_benchmark_factory(benchmark: str) -> Callable[..., Any]:
 
 
 for _bench in ("ML10", "ML45"):
-    register(f"meta/{_bench}", _metaworld_benchmark_factory(_bench))
+    register(f"meta/{_bench}", _metaworld_benchmark_factory(_bench), host=True)
 
 
 def _probe_factory(probe: str) -> Callable[..., Environment]:
@@ -177,7 +181,7 @@ def names() -> list[str]:
 def is_host(name: str) -> bool:
     """True for envs stepped on the host (Meta-World), which cannot run inside a jitted
     program: offline agents train on their data and ``seqrl eval-meta`` steps them."""
-    return name.startswith(("meta/ML1-", "meta/ML10", "meta/ML45"))
+    return name in _HOST
 
 
 def _import_factory(name: str) -> Callable[..., Environment] | None:

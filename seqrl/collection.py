@@ -1,6 +1,6 @@
 """Offline datasets from a trained online agent: ``seqrl collect RUN_DIR -o DATASET``.
 
-Qualities (Meta-DT's protocol, REFERENCE.md section 6):
+Qualities (the data protocol of the Meta-DT paper, Wang et al. 2024):
 
 - ``expert``: the run's latest checkpoint;
 - ``medium``: an earlier checkpoint of the same run, the one whose deterministic evaluation

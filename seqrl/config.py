@@ -29,6 +29,8 @@ AGENTS = {
 # former agents that are now presets of another: configs (and runs) that name them still load,
 # as the agent they became with the preset's keys under their own
 PRESETS = {"prompt_dt": ("meta_dt", {"meta": {"context": False, "prompt": "expert"}})}
+# keys that moved: configs (and runs) written before still load, the value at its new place
+MOVED = {"meta_dt": {"meta.target_return": "dt.target_return"}}
 
 
 def option(
@@ -295,7 +297,21 @@ def load_config(source: str | Path | dict | Any, overrides: list[str] | dict | N
     if isinstance(agent, str) and agent in PRESETS:
         agent, preset = PRESETS[agent]
         data = _deep_merge(preset, {**data, "agent": agent})
+    for old, new in MOVED.get(agent, {}).items() if isinstance(agent, str) else ():
+        data = _move_key(data, old, new)
     return from_dict(config_class(agent), data)
+
+
+def _move_key(data: dict, old: str, new: str) -> dict:
+    """``data`` with the dotted key ``old`` (if set) moved to ``new``."""
+    *path, leaf = old.split(".")
+    node = data
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        return data
+    value = node.pop(leaf)
+    return apply_overrides(data, {new: value})
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:

@@ -113,10 +113,6 @@ class DatasetMeta:
         return "discrete" if isinstance(self.action_space, Discrete) else "continuous"
 
     @property
-    def action_shape(self) -> tuple[int, ...]:
-        return tuple(self.action_space.shape)
-
-    @property
     def action_size(self) -> int:
         """Number of actions (discrete) or action dimensions (continuous)."""
         if isinstance(self.action_space, Discrete):

@@ -370,14 +370,18 @@ def head_for(
     space: Space,
     kind: str = "auto",
     *,
+    continuous: str = "gaussian",
     fourier_frequencies: int = 8,
     fourier_bins: int = 64,
     action_order: tuple[int, ...] | None = None,
 ) -> nn.Module:
-    """The action head ``kind`` for an action space (``auto``: categorical for discrete
-    actions, a Gaussian for continuous ones)."""
+    """The action head ``kind`` for an action space. ``auto`` means the same for every agent:
+    categorical for discrete actions, the agent's ``continuous`` default for continuous ones
+    (PPO: ``gaussian``; the DT: ``deterministic``)."""
+    if kind == "auto":
+        kind = "categorical" if isinstance(space, Discrete) else continuous
     if isinstance(space, Discrete):
-        if kind in ("auto", "categorical"):
+        if kind == "categorical":
             return CategoricalHead(space.n)
         if kind == "fourier":
             return FourierHead(space.n, fourier_frequencies, order=action_order)
@@ -387,7 +391,7 @@ def head_for(
     dim = int(np.prod(space.shape))
     low = tuple(float(v) for v in np.broadcast_to(space.low, space.shape).reshape(-1))
     high = tuple(float(v) for v in np.broadcast_to(space.high, space.shape).reshape(-1))
-    if kind in ("auto", "gaussian"):
+    if kind == "gaussian":
         return GaussianHead(dim)
     if kind == "tanh_gaussian":
         return TanhGaussianHead(dim, low, high)

@@ -105,3 +105,20 @@ def test_there_is_no_import_cycle():
     # the check itself: two modules importing each other (through a third) are one cycle
     fake = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert _components(fake) == [["a", "b", "c"]]
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_functions_are_short():
+    """No function (nested ones counted inside their parent) in the framework, the agents, the
+    envs or the benchmarks runs over MAX_FUNCTION_LINES lines: long ones get named phases."""
+    long = []
+    for folder in (*TREES.values(), ROOT / "benchmarks"):
+        for path in sorted(folder.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} {lines}")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"

@@ -57,7 +57,9 @@ def test_point_robot_reference_returns_match_the_paper_distribution():
 
     observe = lambda carry, action, reward, next_obs: carry
     run = lambda act: rollout(family, params, jax.random.PRNGKey(0), act, observe, (), 20)[2]
-    assert abs(float(run(random_act).mean()) + 15.88) < 0.4  # REFERENCE.md: about -15.88
+    assert (
+        abs(float(run(random_act).mean()) + 15.88) < 0.4
+    )  # the Meta-DT paper's setting: about -15.88
     assert abs(float(run(still).mean()) + 15.27) < 0.4  # about -15.27
     oracle = jax.vmap(family.oracle_action)
     obs, state = jax.vmap(family.reset)(jax.random.split(jax.random.PRNGKey(1), 2000), params)
@@ -401,6 +403,12 @@ def test_config_errors():
     assert preset.agent == "meta_dt" and not preset.meta.context and preset.meta.prompt == "expert"
     with pytest.raises(ConfigError, match="prompt_dataset"):
         cfg.load_config({**TINY, "agent": "prompt_dt"})
+    # meta.target_return moved to dt.target_return: a run saved before (both keys written, the
+    # DT's never read) keeps its target; null is the best return of the training data
+    saved = {**TINY, "meta": {"target_return": None}, "dt": {**TINY["dt"], "target_return": 500.0}}
+    assert cfg.load_config(saved).dt.target_return is None
+    moved = cfg.load_config({**TINY, "meta": {"target_return": 3.0}})
+    assert moved.dt.target_return == 3.0 and cfg.load_config(TINY).dt.target_return is None
     with pytest.raises(ConfigError, match="meta.prompt"):
         cfg.load_config({**TINY, "meta": {"prompt": "best"}})
 

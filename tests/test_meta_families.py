@@ -98,6 +98,8 @@ pytestmark = pytest.mark.xdist_group("meta-families")  # one worker collects the
 def test_ml1_is_a_host_family_with_disjoint_hidden_goals():
     assert "meta/ML1-reach" in names() and is_host("meta/ML1-reach")
     family = make_raw("meta/ML1-reach", **ML1)
+    assert family.host  # the registry and the object agree
+    assert not is_host("meta/PointRobot") and not getattr(make_raw("meta/PointRobot"), "host", 0)
     np.testing.assert_array_equal(np.asarray(family.split("train")), [0, 1])
     np.testing.assert_array_equal(np.asarray(family.split("test")), [2])
     goals = np.stack([family.goal(i) for i in range(3)])  # where each hidden goal is

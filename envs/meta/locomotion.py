@@ -1,4 +1,4 @@
-"""Locomotion task families on brax (REFERENCE.md section 6): Cheetah-Vel, Cheetah-Dir, Ant-Dir.
+"""Locomotion task families on brax, as in the Meta-DT paper: Cheetah-Vel, Cheetah-Dir, Ant-Dir.
 
 The body and its physics are brax's own (``halfcheetah`` / ``ant``, spring backend by default:
 the fastest on CPU); the family replaces the reward with the task's, read from the velocity

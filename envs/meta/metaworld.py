@@ -11,10 +11,10 @@ gymnasium-style batch stepped in turn).
 
 Tasks: ``metaworld.ML1(env, seed=split_seed)`` draws 50 training and 50 test goals (disjoint);
 the family keeps the first ``num_train`` training goals and the first ``num_test`` test goals
-(REFERENCE.md: reach, 15 / 5, T = 500). ML10 / ML45 keep ``tasks_per_class`` goals of every
-training class and of every held-out class. As in Meta-World's ML benchmarks the goal is hidden
-(observation[36:39] = 0). Global task index ``i`` is a training task for ``i < num_train``, else
-a test task.
+(as in the Meta-DT paper: reach, 15 / 5, T = 500). ML10 / ML45 keep ``tasks_per_class``
+goals of every training class and of every held-out class. As in Meta-World's ML benchmarks the
+goal is hidden (observation[36:39] = 0). Global task index ``i`` is a training task for
+``i < num_train``, else a test task.
 
 The package's scripted policies (``metaworld.policies``) are the family's oracle and the data
 source: :meth:`scripted_action` feeds them the true goal (they read it from the observation,

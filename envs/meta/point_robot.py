@@ -1,4 +1,4 @@
-"""PointRobot (Meta-DT's 2-D navigation family, REFERENCE.md section 6).
+"""PointRobot (the 2-D navigation family of the Meta-DT paper, Wang et al. 2024).
 
 A point starts at the origin and must reach a goal ``g ~ U[-1, 1]^2`` it cannot see; each step
 moves it by ``0.1 * clip(a, -1, 1)`` (the reference's ``clip(a, -0.1, 0.1)`` with the action
