@@ -1,6 +1,8 @@
 """Checkpoints hold the full learner state; a resumed run ends where an uninterrupted one does."""
 
 import json
+import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -117,3 +119,24 @@ def test_a_shorter_last_chunk_runs_in_the_same_program(tmp_path, monkeypatch, de
     one = run(whole, run_dir=tmp_path / "whole", **QUIET)
     _assert_trees_equal(load(tmp_path / "whole").state, load(tmp_path / "chunked").state)
     assert one.summary["final_return_mean"] == result.summary["final_return_mean"]
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_a_run_written_before_the_agent_contract_loads_and_reproduces_itself(tmp_path):
+    """A tiny Prompt-DT run trained at commit adcf6dd (before the typed agent contract): its
+    config says ``agent: prompt_dt`` (now a meta_dt preset) and ``meta.target_return`` (now
+    ``dt.target_return``), its checkpoint holds the Meta-DT learner state of then. It loads,
+    and its final evaluation gives the return its summary recorded, to the bit."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(FIXTURES / "prompt_dt_adcf6dd", run_dir)
+    saved = run_dir / "config.yaml"  # its datasets are fixtures too
+    saved.write_text(saved.read_text().replace("@FIXTURES@", str(FIXTURES)))
+    policy = load(run_dir)
+    conf = policy.config
+    assert (conf.agent, conf.meta.context, conf.meta.prompt) == ("meta_dt", False, "expert")
+    assert conf.dt.target_return is None  # the best return of the data, as then
+    summary = json.loads((run_dir / "summary.json").read_text())
+    returns = policy.final_evaluation()["returns"]
+    assert float(np.nanmean(returns)) == summary["final_return_mean"]
