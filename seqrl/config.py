@@ -167,6 +167,11 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     kwargs = {}
     for name, value in data.items():
         path = prefix + name
+        default = _default(fields[name])
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # a section given in part keeps the agent's defaults for the rest (which may differ
+            # from the section class's own: Meta-DT's dt.target_return)
+            value = _deep_merge(to_dict(default), value)
         kwargs[name] = _coerce(value, hints[name], path)
         _check_range(kwargs[name], dict(fields[name].metadata), path)
     obj = cls(**kwargs)
@@ -174,6 +179,12 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     if validate is not None:
         validate()
     return obj
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
 
 
 def to_dict(obj: Any) -> dict:
@@ -314,16 +325,17 @@ def _move_key(data: dict, old: str, new: str) -> dict:
     return apply_overrides(data, {new: value})
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, Any, str]]:
     """(key, type, default, help) for every field, nested sections flattened (for docs)."""
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        # the defaults of this section where it sits (an agent may change a section's defaults)
+        default = _default(f) if defaults is None else getattr(defaults, f.name)
         if dataclasses.is_dataclass(tp):
-            rows += describe(tp, prefix + f.name + ".")
+            rows += describe(tp, prefix + f.name + ".", default)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_ = f.metadata.get("help", "")
         if f.metadata.get("traced"):
             help_ += " (traced: vmappable)"
