@@ -175,11 +175,14 @@ def lane_params(family, tasks, per_task: int):
 
 class Lanes:
     """A task family as a vectorized env whose copy ``i`` runs its own task ``params[i]``
-    (no auto-reset: only the first episode of a lane is ever read)."""
+    (no auto-reset: only the first episode of a lane is ever read). ``act_from_state(state) ->
+    action``: a policy that reads the env state (the family's oracle) acts instead of the one
+    the rollout is given."""
 
-    def __init__(self, family: Any, params: Any):
+    def __init__(self, family: Any, params: Any, act_from_state: Callable | None = None):
         self.env, self.params = EpisodeStatistics(family), params
         self.num_lanes = int(jax.tree.leaves(params)[0].shape[0])
+        self.act_from_state = act_from_state
 
     def reset(self, key: jax.Array, _params: Any = None):
         keys = jax.random.split(key, self.num_lanes)
@@ -187,6 +190,8 @@ class Lanes:
 
     def step(self, key: jax.Array, state: Any, action: jax.Array, _params: Any = None):
         keys = jax.random.split(key, self.num_lanes)
+        if self.act_from_state is not None:
+            action = jax.vmap(self.act_from_state)(state.env_state)
         return jax.vmap(self.env.step)(keys, state, action, self.params)
 
 
@@ -200,14 +205,13 @@ def _lane_record(step: Step) -> dict:
     }
 
 
-def lane_rollout(family, params, key, act, observe, carry, length: int):
+def lane_rollout(family, params, key, act, observe, carry, length: int, act_from_state=None):
     """One episode per lane (lane ``i`` runs the task of ``params[i]``), ``length`` steps at
     most (jittable). ``act(carry, obs, first, key) -> (carry, action)``; ``observe(carry,
     action, reward, next_obs) -> carry``. Returns the carry, the trajectories ``{obs, actions,
     rewards, next_obs, valid}`` ([lanes, length, ...], zero past a lane's end) and ``returns``
-    [lanes]."""
-    out = rollout(
-        act, carry, Lanes(family, params), None, key, length, observe=observe, record=_lane_record
-    )
+    [lanes]. ``act_from_state``: see :class:`Lanes`."""
+    lanes = Lanes(family, params, act_from_state)
+    out = rollout(act, carry, lanes, None, key, length, observe=observe, record=_lane_record)
     traj = out["steps"]
     return out["carry"], traj, traj["rewards"].sum(1)

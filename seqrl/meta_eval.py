@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from seqrl.data import load_meta_dataset, rollout_trajectories
@@ -67,25 +66,10 @@ def reference_returns(
     _, _, random = jax.jit(run)(key)
     out = {"random": np.asarray(random).reshape(n, episodes).mean(1)}
     if hasattr(family, "oracle_action"):
-        # the oracle reads the env state, so it steps the family itself
-        def oracle(key):
-            lanes = n * episodes
-            obs, state = jax.vmap(family.reset)(jax.random.split(key, lanes), params)
-
-            def step(c, _):
-                state, total, alive = c
-                action = jax.vmap(family.oracle_action)(state)
-                _, state, r, term, trunc, _ = jax.vmap(family.step)(
-                    jax.random.split(key, lanes), state, action, params
-                )
-                total = total + r * alive
-                return (state, total, alive * ~jnp.logical_or(term, trunc)), None
-
-            (_, total, _), _ = jax.lax.scan(
-                step, (state, jnp.zeros(lanes), jnp.ones(lanes)), None, length
-            )
-            return total
-
+        # the oracle reads the env state: the lanes act with it
+        oracle = lambda k: lane_rollout(
+            family, params, k, random_act, observe, (), length, family.oracle_action
+        )[2]
         out["oracle"] = np.asarray(jax.jit(oracle)(key)).reshape(n, episodes).mean(1)
         out["source"] = "oracle policy"
     elif dataset:  # ``tasks`` is ``family.split(split)``

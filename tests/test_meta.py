@@ -70,6 +70,11 @@ def test_point_robot_reference_returns_match_the_paper_distribution():
         )
         total = total + r
     assert abs(float(total.mean()) + 2.37) < 0.15  # about -2.37
+    # the harness's references (eval-meta's normalization) run the same policies on its lanes
+    refs = reference_returns(family, tasks, jax.random.PRNGKey(4), episodes=1)
+    assert refs["source"] == "oracle policy"
+    assert abs(float(refs["oracle"].mean()) + 2.37) < 0.15
+    assert abs(float(refs["random"].mean()) + 15.88) < 0.4
 
 
 def test_trials_keep_one_task_per_trial():
