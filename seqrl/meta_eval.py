@@ -107,6 +107,9 @@ def summarize(returns: np.ndarray, refs: dict[str, np.ndarray]) -> dict:
         "normalized_std": float(np.nanstd(norm)),
         "per_task_return": [float(r) for r in per_task.mean(0)],
         "per_task_normalized": [float(r) for r in np.nanmean(norm, 0)],
+        # [tasks][seeds]: what seqrl.stats' intervals over tasks x seeds are computed from
+        "per_task_seed_return": per_task.T.tolist(),
+        "per_task_seed_normalized": norm.T.tolist(),
         "random_return": [float(r) for r in refs["random"]],
         "oracle_return": [float(r) for r in refs["oracle"]],
     }
