@@ -45,6 +45,12 @@ def max_error_start(errors: jax.Array, k: int) -> jax.Array:
     return jnp.argmax(window_sums(errors, k), axis=-1)
 
 
+def task_features(tasks: Any) -> jax.Array:
+    """The task pytree of a split (leading axis = task) as one float vector per task."""
+    leaves = [jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1) for x in jax.tree.leaves(tasks)]
+    return jnp.concatenate(leaves, axis=1)
+
+
 def segments(x, starts, k: int):
     """``x[lane, starts[lane] : starts[lane] + k]`` of every lane (``x``: ``[lanes, L, ...]``,
     numpy or jax)."""
@@ -79,6 +85,7 @@ class LaneShapes:
     action_shape: tuple
     action_dtype: Any
     wm_action_dim: int  # actions as the world model reads them (discrete: one-hot)
+    z_dim: int  # the task vector's width
     length: int  # steps per episode: the family's episode length, at most loop.eval_max_steps
 
     @property
@@ -211,8 +218,17 @@ class MetaAgent:
             action_shape=tuple(windows.actions.shape[2:]),
             action_dtype=windows.actions.dtype,
             wm_action_dim=int(self.data.actions_wm.shape[2]),
+            z_dim=self.data.task_features.shape[-1]
+            if self.config.meta.oracle_task
+            else self.config.world_model.latent_dim,
             length=min(self.family.episode_length, self.config.loop.eval_max_steps),
         )
+
+    def _truth(self, split: str, lanes: LaneShapes):
+        """``meta.oracle_task``: each lane's true task parameters (else None)."""
+        if not self.config.meta.oracle_task:
+            return None
+        return jnp.repeat(task_features(self.family.split(split)), lanes.per_task, axis=0)
 
     def _initial_carry(self, lanes: LaneShapes, prompt: Window, target) -> dict:
         """The DT's context of the last K steps and the world model's of the last h, empty."""
@@ -224,7 +240,7 @@ class MetaAgent:
             "rtg": zeros(k),
             "timesteps": zeros(k, dtype=jnp.int32),
             "mask": zeros(k),
-            "z": zeros(k, self.config.world_model.latent_dim),
+            "z": zeros(k, lanes.z_dim),
             "ctx_obs": zeros(h, *lanes.obs_shape),
             "ctx_actions": zeros(h, lanes.wm_action_dim),
             "ctx_rewards": zeros(h),
@@ -234,16 +250,17 @@ class MetaAgent:
             "prompt": prompt,
         }
 
-    def _act(self, state, lanes: LaneShapes, deterministic: bool):
+    def _act(self, state, lanes: LaneShapes, deterministic: bool, truth=None):
         """``act(carry, obs, first, key) -> (carry, action)`` (a policy step of
         :func:`seqrl.evaluate.rollout`): z from the context of the last h transitions, the step
         appended to the DT's context, the action of its last token."""
         m, n = self.config.meta, lanes.lanes
+        uses_z = m.context or m.oracle_task
 
         def act(carry, obs, first, key):
             carry = dict(carry)
             t = jnp.where(first, 0, carry["timesteps"][:, -1] + 1)
-            z = jnp.zeros((n, self.config.world_model.latent_dim))
+            z = jnp.zeros((n, lanes.z_dim)) if truth is None else truth  # the oracle's
             if m.context:
                 names = ("ctx_obs", "ctx_actions", "ctx_rewards", "ctx_mask", "ctx_next_obs")
                 ctx = Context(*(carry[name] for name in names))
@@ -260,7 +277,7 @@ class MetaAgent:
             dist = self.model.apply(
                 state.params,
                 win,
-                carry["z"] if m.context else None,
+                carry["z"] if uses_z else None,
                 carry["prompt"] if m.prompt != "none" else None,
             )
             action = (dist.mode() if deterministic else dist.sample(key))[:, -1]
@@ -302,7 +319,7 @@ class MetaAgent:
         return Acting(
             initial_carry=lambda prompt: self._initial_carry(lanes, prompt, target),
             empty_prompt=lambda: self._empty_prompt(lanes),
-            act=self._act(state, lanes, deterministic),
+            act=self._act(state, lanes, deterministic, self._truth(split, lanes)),
             observe=self._observe(state, lanes),
             self_guided_prompt=lambda traj, key: self._self_guided_prompt(state, lanes, traj, key),
             demo_prompt=lambda: self._demo_prompt(state, lanes, split),

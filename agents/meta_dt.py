@@ -51,7 +51,7 @@ from seqrl.agents.dt import (
     sample_window,
     window_data,
 )
-from seqrl.agents.meta_acting import MetaAgent
+from seqrl.agents.meta_acting import MetaAgent, task_features
 from seqrl.agents.world_model import (
     Context,
     WorldModel,
@@ -71,6 +71,11 @@ PROMPTS = ("none", "error", "error_sampled", "random", "expert")
 @dataclasses.dataclass(frozen=True)
 class MetaConfig:
     context: bool = option(True, "condition state tokens on the world model's task vector z")
+    oracle_task: bool = option(
+        False,
+        "a control, not an agent: the TRUE task parameters take z's place (the upper bound of "
+        "any task inference on this data; needs a JAX task family, excludes context)",
+    )
     prompt: Literal[PROMPTS] = option(
         "error",
         "prompt: error (self-guided: max world-model error), error_sampled, random, expert "
@@ -103,6 +108,16 @@ class Config(dt_agent.Config):
             raise ConfigError(f"config key 'env': {self.env!r} is not a task family (meta/...)")
         if self.meta.prompt == "expert" and not self.prompt_dataset:
             raise ConfigError("config key 'prompt_dataset' is required with meta.prompt=expert")
+        if self.meta.oracle_task and self.meta.context:
+            raise ConfigError(
+                "config key 'meta.oracle_task': the true task replaces the context's z; set "
+                "meta.context=false with it"
+            )
+
+    @property
+    def uses_z(self) -> bool:
+        """State tokens carry a task vector: the world model's z or the true task's."""
+        return self.meta.context or self.meta.oracle_task
 
     @property
     def uses_world_model(self) -> bool:
@@ -193,6 +208,7 @@ class MetaData:
     prompts: Any  # dt.WindowData the prompts come from (the training data or expert demos)
     prompt_segments: jax.Array  # [P, 2] like ``segments``, over ``prompts``
     prompt_range: jax.Array  # [num_tasks, 2]
+    task_features: jax.Array  # [num_tasks, D] the true task parameters (meta.oracle_task only)
 
 
 def _segments(lengths: np.ndarray, tasks: np.ndarray, k: int, num_tasks: int):
@@ -287,8 +303,14 @@ def meta_data(config: Config, family, trajectories: Any, tasks: np.ndarray):
         prompts=prompts,
         prompt_segments=jnp.asarray(prompt_segments),
         prompt_range=jnp.asarray(prompt_range),
+        task_features=task_features(family.split("all")) if m.oracle_task else jnp.zeros((1, 1)),
     )
     return data, obs_mean, obs_std
+
+
+def z_size(config: Config, features: jax.Array) -> int:
+    """The width of the task vector the state tokens read."""
+    return features.shape[-1] if config.meta.oracle_task else config.world_model.latent_dim
 
 
 def pick_segment(key, task, rng: jax.Array, weights: jax.Array | None):
@@ -372,6 +394,10 @@ class Learner:
         c = self.config
         key, wm_key, init_key = jax.random.split(key, 3)
         wm_params, wm_loss, weights, z_table = self.world_model_parts(wm_key, data)
+        if c.meta.oracle_task:  # every step's "z" is its episode's true task
+            n, length = data.rewards.shape
+            features = data.task_features[data.tasks][:, None]
+            z_table = jnp.broadcast_to(features, (n, length, features.shape[-1]))
         batch, z, prompt = self.sample(init_key, data, 1, None)
         params = self.model.init(init_key, batch, z, prompt)
         return LearnerState(
@@ -383,7 +409,7 @@ class Learner:
             obs_std=jnp.asarray(obs_std),
             wm_params=wm_params,
             wm_loss=wm_loss,
-            z_table=z_table if c.meta.context else jnp.zeros((1, 1, c.world_model.latent_dim)),
+            z_table=z_table if c.uses_z else jnp.zeros((1, 1, c.world_model.latent_dim)),
             segment_weights=weights,
             best_segment=best_per_task(weights, data.segment_range),
             target_return=jnp.asarray(target / c.dt.return_scale, jnp.float32),
@@ -420,9 +446,9 @@ class Learner:
         start = jnp.floor(jax.random.uniform(k_start, (batch,)) * w.lengths[ep]).astype(jnp.int32)
         win = jax.vmap(sample_window, in_axes=(None, 0, 0, None))(w, ep, start, k)
         z = None
-        if c.meta.context:
+        if c.uses_z:
             if state is None:
-                z = jnp.zeros((batch, k, c.world_model.latent_dim))
+                z = jnp.zeros((batch, k, z_size(c, data.task_features)))
             else:
                 z = state.z_table[ep[:, None], win.timesteps] * win.mask[..., None]
         prompt = None
@@ -488,6 +514,10 @@ def make_trainer(config: Config, trajectories: Any | None = None) -> Trainer:
 
     m = config.meta
     family = make_raw(config.env, **config.env_kwargs)
+    if m.oracle_task and getattr(family, "host", False):
+        raise ConfigError(
+            f"config key 'meta.oracle_task' needs a JAX task family, not {config.env} (host-side)"
+        )
     trajectories, tasks = _training_data(config, family, trajectories)
     data, obs_mean, obs_std = meta_data(config, family, trajectories, tasks)
     returns = np.asarray(trajectories.rewards).sum(1)

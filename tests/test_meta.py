@@ -461,3 +461,37 @@ def test_task_vectors_of_any_episodes_match_the_training_z(tiny_meta_dt):
     floor_trainer = meta_dt.make_trainer(floor, train_data)
     with pytest.raises(UserError, match="no world model"):
         meta_dt.task_vectors(floor_trainer, state, tiny_meta_dt["test"])
+
+
+def test_the_task_oracle_dt_reads_the_true_task_in_training_and_acting(tiny_meta_dt):
+    """The control ``meta.oracle_task``: every training window's task vector is its episode's
+    true goal (no world model is trained), and acting on held-out goals it reads each lane's
+    own goal; the same setting with a world-model context is refused."""
+    family = PointRobot(num_train=4, num_test=2)
+    oracle = {**TINY, "meta": {"prompt_length": 3, "context": False, "oracle_task": True}}
+    oracle["meta"]["prompt"] = "none"
+    train = tiny_meta_dt["train_tasks"]
+    trainer = meta_dt.make_trainer(
+        cfg.load_config(oracle), (tiny_meta_dt["train"], np.asarray(train))
+    )
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    assert state.wm_params is None
+    win, z, _ = jax.jit(lambda k: trainer.internals.sample(k, trainer.data, 16, state))(
+        jax.random.PRNGKey(1)
+    )
+    goals = np.asarray(family.split("all"))
+    obs = np.asarray(trainer.data.windows.obs)
+    for b in range(16):  # find each window's episode, then its goal
+        real = np.asarray(win.mask[b]) > 0
+        t = np.asarray(win.timesteps[b])[real]
+        (episode,) = [e for e in range(obs.shape[0]) if np.allclose(obs[e, t], win.obs[b][real])]
+        np.testing.assert_allclose(
+            np.asarray(z[b])[real], goals[train[episode]][None].repeat(real.sum(), 0)
+        )
+    fns = trainer.meta.acting(state, "test", True, None)
+    carry = fns.initial_carry(fns.empty_prompt())
+    obs0 = jnp.zeros((4, 2))
+    carry, _ = jax.jit(fns.act)(carry, obs0, jnp.ones(4, bool), jax.random.PRNGKey(2))
+    np.testing.assert_allclose(np.asarray(carry["z"][:, -1]), np.repeat(goals[4:], 2, axis=0))
+    with pytest.raises(ConfigError, match="oracle_task"):
+        cfg.load_config({**TINY, "meta": {"oracle_task": True}})
