@@ -64,6 +64,58 @@ def _scores(work: Path, dataset: str, args) -> dict[str, np.ndarray]:
     return scores
 
 
+def _z_and_goals(encode, state, traj, goals, h: int):
+    """Every step ``t >= h`` of ``traj``: its task vector and its episode's goal."""
+    z = np.asarray(encode(state, traj))
+    lengths = np.asarray(traj.lengths)
+    steps = np.arange(z.shape[1])[None]
+    keep = (steps >= h) & (steps < lengths[:, None])
+    return z[keep], np.broadcast_to(goals[:, None], (*z.shape[:2], goals.shape[-1]))[keep]
+
+
+def _r2(x_fit, y_fit, x, y) -> float:
+    """R^2 on (x, y) of the least-squares linear map (with bias) fitted on (x_fit, y_fit)."""
+    design = lambda a: np.c_[a, np.ones(len(a))]
+    weights, *_ = np.linalg.lstsq(design(x_fit), y_fit, rcond=None)
+    residual = ((design(x) @ weights - y) ** 2).sum()
+    return float(1 - residual / ((y - y.mean(0)) ** 2).sum())
+
+
+def _z_probe(work: Path, dataset: str) -> dict:
+    """How much of the held-out goal a linear probe reads from Meta-DT's z (seed 0), fitted on
+    the training goals' dataset episodes: on the held-out goals' dataset episodes (the data's
+    contexts) and on the agent's own zero-shot episodes (its closed-loop contexts)."""
+    import jax
+
+    import seqrl
+    from seqrl.agents import meta_dt
+    from seqrl.data import load_meta_dataset, rollout_trajectories
+    from seqrl.evaluate import lane_rollout
+
+    policy = seqrl.load(work / "meta_dt")
+    state, trainer = policy.seed_state(0), policy.trainer
+    family, h = trainer.meta.family, policy.config.world_model.horizon
+    goals = np.asarray(family.split("all"))
+    encode = jax.jit(lambda s, traj: meta_dt.task_vectors(trainer, s, traj))
+    fit = {}
+    for split in ("train", "test"):
+        traj, tasks, _ = load_meta_dataset(dataset, family, split)
+        fit[split] = _z_and_goals(encode, state, traj, goals[tasks], h)
+    fns = trainer.meta.acting(state, "test", True, None)
+    carry = fns.initial_carry(fns.empty_prompt())
+    run = lambda key: lane_rollout(
+        family, fns.params, key, fns.act, fns.observe, carry, family.episode_length
+    )[1]
+    own = rollout_trajectories(jax.jit(run)(jax.random.PRNGKey(0)), family.episode_length)
+    lane_goals = np.repeat(goals[family.num_train :], policy.config.num_envs, axis=0)
+    closed = _z_and_goals(encode, state, own, lane_goals, h)
+    return {
+        "r2_train_fit": _r2(*fit["train"], *fit["train"]),
+        "r2_heldout_data_contexts": _r2(*fit["train"], *fit["test"]),
+        "r2_heldout_closed_loop": _r2(*fit["train"], *closed),
+    }
+
+
 def _statistics(scores: dict[str, np.ndarray]) -> dict:
     from seqrl import stats
 
@@ -89,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     experts, data = _data(args.work, args.quality, args.ppo_steps, args.episodes)
     scores = _scores(args.work, str(data.path), args)
+    probe = _z_probe(args.work, str(data.path))
+    print(f"linear probe z -> goal: {probe}", flush=True)
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.processor() or platform.machine()}, {platform.node()}",
@@ -98,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "data_return_mean": float(np.mean(np.asarray(data.trajectories.returns))),
         "per_task_seed_normalized": {name: s.tolist() for name, s in scores.items()},
         **_statistics(scores),
+        "z_probe": probe,
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
