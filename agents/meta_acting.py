@@ -51,6 +51,12 @@ def task_features(tasks: Any) -> jax.Array:
     return jnp.concatenate(leaves, axis=1)
 
 
+def z_size(config: Any, features: jax.Array) -> int:
+    """The width of the task vector the state tokens read: the true task's
+    (``meta.oracle_task``, ``features`` [tasks, D]) or the world model's z."""
+    return features.shape[-1] if config.meta.oracle_task else config.world_model.latent_dim
+
+
 def segments(x, starts, k: int):
     """``x[lane, starts[lane] : starts[lane] + k]`` of every lane (``x``: ``[lanes, L, ...]``,
     numpy or jax)."""
@@ -218,9 +224,7 @@ class MetaAgent:
             action_shape=tuple(windows.actions.shape[2:]),
             action_dtype=windows.actions.dtype,
             wm_action_dim=int(self.data.actions_wm.shape[2]),
-            z_dim=self.data.task_features.shape[-1]
-            if self.config.meta.oracle_task
-            else self.config.world_model.latent_dim,
+            z_dim=z_size(self.config, self.data.task_features),
             length=min(self.family.episode_length, self.config.loop.eval_max_steps),
         )
 

@@ -51,7 +51,7 @@ from seqrl.agents.dt import (
     sample_window,
     window_data,
 )
-from seqrl.agents.meta_acting import MetaAgent, task_features
+from seqrl.agents.meta_acting import MetaAgent, task_features, z_size
 from seqrl.agents.world_model import (
     Context,
     WorldModel,
@@ -306,11 +306,6 @@ def meta_data(config: Config, family, trajectories: Any, tasks: np.ndarray):
         task_features=task_features(family.split("all")) if m.oracle_task else jnp.zeros((1, 1)),
     )
     return data, obs_mean, obs_std
-
-
-def z_size(config: Config, features: jax.Array) -> int:
-    """The width of the task vector the state tokens read."""
-    return features.shape[-1] if config.meta.oracle_task else config.world_model.latent_dim
 
 
 def pick_segment(key, task, rng: jax.Array, weights: jax.Array | None):

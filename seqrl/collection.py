@@ -38,10 +38,10 @@ from seqrl.data import (
 from seqrl.envs.core import NormalizeObservation
 from seqrl.envs.spaces import Discrete
 from seqrl.errors import UserError
-from seqrl.evaluate import PolicyStep, Step, episode_returns, row_mask
+from seqrl.evaluate import Step, episode_returns, row_mask
 from seqrl.evaluate import rollout as seqrl_rollout
 from seqrl.runs import Run
-from seqrl.trainer import Actor
+from seqrl.trainer import Actor, PolicyStep
 
 QUALITIES = ("expert", "medium", "mixed")
 MIXED_MEDIUM_FRACTION = 0.7
@@ -262,11 +262,13 @@ def _plan(run: Run, quality: str, checkpoint: int | None, episodes: int, seed: i
     return _mixture(medium, latest, episodes), selection
 
 
-def _gather(run: Run, plan: list, seed: int, max_len: int, noise: float, deterministic: bool):
+def _gather(
+    run: Run, plan: list, seed: int, max_len: int, noise: float, deterministic: bool, latest
+):
     """Every part of ``plan`` rolled out: ``(Trajectories on the host, trimmed to the longest
     episode; per-episode metadata)``. One compiled program serves every part (same batch size,
     state as an argument); a per-task run collects each part's episodes per task, its learners
-    vmapped."""
+    vmapped. ``latest``: the latest checkpoint's state, already restored."""
     num_envs = max(count for _, _, count in plan)
     actor = run.trainer.single.actor
     one_learner = lambda s, k: rollout(actor, s, k, num_envs, max_len, noise, deterministic)[0]
@@ -278,7 +280,8 @@ def _gather(run: Run, plan: list, seed: int, max_len: int, noise: float, determi
         program = jax.jit(lambda s, k: jax.tree.map(lambda x: x[None], one_learner(s, k)))
     parts, episode_metadata = [], []
     for i, (role, step, count) in enumerate(plan):
-        traj = program(run.state(step), jax.random.fold_in(jax.random.PRNGKey(seed), i))
+        state = latest if step == run.steps[-1] else run.state(step)
+        traj = program(state, jax.random.fold_in(jax.random.PRNGKey(seed), i))
         # [tasks, num_envs, ...] -> the first `count` episodes of each task
         parts.append(
             jax.tree.map(lambda x, c=count: np.asarray(x[:, :c]).reshape(-1, *x.shape[2:]), traj)
@@ -302,8 +305,8 @@ def _save(output, trajectories, meta: DatasetMeta, episode_metadata, description
 
 
 def _open_checked(run_dir, checkpoint: int | None, noise: float):
-    """``(run, venv, env params)``: the run, the env its policy acts in, the request checked
-    against them."""
+    """``(run, its latest state, venv, env params)``: the run, the env its policy acts in, the
+    request checked against them."""
     run = open_run(run_dir)
     if checkpoint is not None and checkpoint not in run.steps:
         kept = ", ".join(str(s) for s in run.steps)
@@ -313,7 +316,7 @@ def _open_checked(run_dir, checkpoint: int | None, noise: float):
     venv, params = run.trainer.single.actor.env(lane, 1)
     if isinstance(venv.action_space(params), Discrete) and noise > 1:
         raise UserError(f"noise is an epsilon for discrete actions: must be <= 1, got {noise}")
-    return run, venv, params
+    return run, latest_state, venv, params
 
 
 def collect(
@@ -344,7 +347,7 @@ def collect(
         raise UserError(f"max_steps must be >= 1, got {max_steps}")
     output = check_output_path(output)
     configure_jax()
-    run, venv, params = _open_checked(run_dir, checkpoint, noise)
+    run, latest_state, venv, params = _open_checked(run_dir, checkpoint, noise)
     action_space = venv.action_space(params)
     max_len = max_steps or time_limit(params)
     if max_len is None:
@@ -352,7 +355,7 @@ def collect(
 
     # CHOOSE the checkpoints, COLLECT, WRITE
     plan, selection = _plan(run, quality, checkpoint, episodes, seed, log)
-    host, episode_metadata = _gather(run, plan, seed, max_len, noise, deterministic)
+    host, episode_metadata = _gather(run, plan, seed, max_len, noise, deterministic, latest_state)
     trajectories = jax.tree.map(jnp.asarray, host)
     stats = trajectories.return_stats()
     info = {

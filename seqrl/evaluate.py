@@ -14,9 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from seqrl.envs.core import EpisodeStatistics
-
-# (carry, obs[B], first[B], key) -> (carry, action[B])
-PolicyStep = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
+from seqrl.trainer import PolicyStep
 
 
 class Step(NamedTuple):

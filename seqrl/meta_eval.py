@@ -191,7 +191,7 @@ def _open(run_dir: Path):
     conf = resolve_config(None, None, resume=run_dir)
     if not conf.env.startswith("meta/"):
         raise UserError(f"run {run_dir} trained on {conf.env}, not a task family (meta/...)")
-    run = open_run(run_dir)
+    run = open_run(run_dir, conf)
     if run.trainer.meta is None:
         raise UserError(f"run {run_dir} ({conf.agent}) has no meta-RL evaluation")
     family = make_raw(conf.env, **conf.env_kwargs)

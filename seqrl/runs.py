@@ -51,15 +51,15 @@ class Run:
         return list(range(start, start + self.num_tasks))
 
 
-def open_run(run_dir: str | Path) -> Run:
-    """The run in ``run_dir``; one ``UserError`` line when it is not a run directory or keeps
-    no checkpoint."""
+def open_run(run_dir: str | Path, config: Any = None) -> Run:
+    """The run in ``run_dir`` (``config``: its saved config, if already read); one
+    ``UserError`` line when it is not a run directory or keeps no checkpoint."""
     from seqrl import config as cfg
     from seqrl.checkpoint import Checkpointer
     from seqrl.loop import seed_keys
 
     run_dir = Path(run_dir)
-    conf = cfg.resolve_config(None, None, resume=run_dir)
+    conf = cfg.resolve_config(None, None, resume=run_dir) if config is None else config
     trainer = cfg.agent_module(conf.agent).make_trainer(conf)
     if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"run {run_dir} has no checkpoints/ directory")

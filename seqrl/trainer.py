@@ -28,7 +28,7 @@ import jax
 
 from seqrl.distributed import DataAxis
 
-# (carry, obs[B], first[B], key) -> (carry, action[B]); see seqrl.evaluate.episode_returns
+# (carry, obs[B], first[B], key) -> (carry, action[B]); see seqrl.evaluate.rollout
 PolicyStep = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
 
 
