@@ -26,18 +26,31 @@ CONFIGS = ROOT / "configs" / "meta" / "point_robot"
 AGENTS = ("dt", "dt_task_oracle", "meta_dt")
 
 
-def _data(work: Path, quality: str, ppo_steps: int, episodes: int):
-    """Per-goal PPO experts and a dataset of their episodes."""
+def _env_kwargs(args) -> dict:
+    return {"num_train": args.train_goals, "num_test": args.test_goals}
+
+
+def _data(work: Path, args):
+    """Per-goal PPO experts and a dataset of their episodes (each goal's episodes cycling
+    through the noise levels)."""
     import seqrl
 
     experts = seqrl.train(
         CONFIGS / "ppo_per_task.yaml",
         run_dir=work / "ppo",
         progress=False,
-        total_timesteps=ppo_steps,
+        total_timesteps=args.ppo_steps,
+        env_kwargs=_env_kwargs(args),
         loop={"num_chunks": 4},
     )
-    data = seqrl.collect(experts.run_dir, episodes, work / f"point-{quality}-v0", quality=quality)
+    data = seqrl.collect(
+        experts.run_dir,
+        args.episodes,
+        work / f"point-{args.quality}-v0",
+        quality=args.quality,
+        noise=args.noise,
+        opening=args.opening,
+    )
     return experts.summary, data
 
 
@@ -50,6 +63,7 @@ def _scores(work: Path, dataset: str, args) -> dict[str, np.ndarray]:
         "num_seeds": args.seeds,
         "total_updates": args.updates,
         "dataset": dataset,
+        "env_kwargs": _env_kwargs(args),
         "dt": {"embed_dim": 64, "num_layers": 1, "warmup_steps": 100},
         "world_model": {"steps": 1500},
         "loop": {"num_chunks": 1},
@@ -135,11 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality", default="expert", choices=["expert", "medium", "mixed"])
     parser.add_argument("--ppo-steps", type=int, default=16_000, help="PPO steps per goal")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per goal")
+    parser.add_argument(
+        "--noise", type=float, nargs="+", default=[0.0], help="action noise levels per goal"
+    )
+    parser.add_argument(
+        "--opening",
+        type=float,
+        nargs="+",
+        default=None,
+        help="every episode's first actions, flattened (x y x y ...): a fixed probe",
+    )
+    parser.add_argument("--train-goals", type=int, default=45)
+    parser.add_argument("--test-goals", type=int, default=5)
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.opening:
+        args.opening = np.reshape(args.opening, (-1, 2)).tolist()
     start = time.perf_counter()
-    experts, data = _data(args.work, args.quality, args.ppo_steps, args.episodes)
+    experts, data = _data(args.work, args)
     scores = _scores(args.work, str(data.path), args)
     probe = _z_probe(args.work, str(data.path))
     print(f"linear probe z -> goal: {probe}", flush=True)

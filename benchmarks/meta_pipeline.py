@@ -6,8 +6,9 @@
 
 1. data sources: one PPO expert per task, all tasks (train + held out) in ONE vmapped run
    (PointRobot, Cheetah-Vel), or Meta-World's scripted policy with action noise (ML1);
-2. datasets: medium (training data) and expert (Prompt-DT's demos, the oracle reference where
-   the family has no oracle policy);
+2. datasets: the training data (the medium checkpoint's episodes, or, where the family sets
+   ``train_noise``, the experts' episodes at several action-noise levels) and expert (Prompt-DT's
+   demos, the oracle reference where the family has no oracle policy);
 3. offline agents, 3 seeds each (a vmap axis): DT (no task information), Prompt-DT, Meta-DT and
    its three ablations (no context, no prompt, random prompt), and, where the env runs in JAX,
    the online in-context S5-PPO across the training tasks;
@@ -30,8 +31,11 @@ from pathlib import Path
 
 from benchmarks.common import load_average, machine, seqrl_revision, write_report
 
+ORACLE_LABEL = "DT with the true task (control)"
+FLOOR_LABEL = "DT (no task information)"
 OFFLINE = [  # (label, config, few-shot protocol)
-    ("DT (no task information)", "dt.yaml", "meta-dt"),
+    (FLOOR_LABEL, "dt.yaml", "meta-dt"),
+    (ORACLE_LABEL, "dt_task_oracle.yaml", "meta-dt"),
     ("Prompt-DT (expert prompt)", "prompt_dt.yaml", "prompt-dt"),
     ("Meta-DT", "meta_dt.yaml", "meta-dt"),
     ("Meta-DT without context", "meta_dt_no_context.yaml", "meta-dt"),
@@ -39,6 +43,7 @@ OFFLINE = [  # (label, config, few-shot protocol)
     ("Meta-DT with a random prompt", "meta_dt_random_prompt.yaml", "meta-dt"),
 ]
 ONLINE_LABEL = "In-context S5-PPO (online)"
+MODES = ("zero-shot", "few-shot")
 QUICK_DT = {
     "total_updates": 20,
     "world_model.steps": 20,
@@ -52,13 +57,17 @@ class Family:
     key: str  # command-line name
     title: str
     configs: Path
-    dataset_stem: str  # datasets are <out>/<stem>-medium-v0, <stem>-expert-v0
+    dataset_stem: str  # datasets are <out>/<stem>-{medium|noisy}-v0, <stem>-expert-v0
     command: str
     tasks: str  # "45 training goals, 5 held-out goals"
     oracle: str  # where R_oracle comes from
     scripted_env: str = ""  # collect from this env's scripted policy instead of a PPO run
     online: str = ""  # the in-context S5-PPO config ("" = none, reason in `notes`)
     episodes: int = 100  # episodes per task collected
+    # the training data: the medium checkpoint's episodes, or (levels given) the experts'
+    # with each task's episodes cycling through these action-noise levels
+    train_noise: tuple = ()
+    oracle_dt: bool = True  # the task-oracle DT control (needs a JAX task family)
     quick_ppo: tuple = ()
     quick_online: tuple = ()
     notes: str = ""
@@ -82,9 +91,11 @@ FAMILIES = {
             configs=Path("configs/meta/point_robot"),
             dataset_stem="point-robot",
             command="make meta-point",
-            tasks="45 training goals, 5 held-out goals",
+            tasks="45 training goals, 20 held-out goals",
             oracle="the analytic oracle (straight to the goal)",
             online="ppo_s5_incontext.yaml",
+            episodes=30,
+            train_noise=(0.0, 0.5, 1.0),
             quick_ppo=(("total_timesteps", 6400), ("loop.num_chunks", 4)),
             quick_online=(("total_timesteps", 25600), ("loop.num_chunks", 2)),
         ),
@@ -114,6 +125,7 @@ FAMILIES = {
             oracle="Meta-World's scripted policy shown the goal (SawyerReachV3Policy)",
             scripted_env="meta/ML1-reach",
             episodes=20,
+            oracle_dt=False,
             notes="Data: the scripted policy with Gaussian action noise, std 1.0 (medium) and "
             "0.1 (expert). Meta-World steps on the host, so the agents train on device and "
             "are evaluated through the host-side adapter (policy jitted, MuJoCo stepped from "
@@ -163,17 +175,20 @@ def train(config: Path, run_dir: Path, **overrides):
 
 
 def collect_data(fam: Family, out: Path, episodes: int, step: Steps, quick_ppo: dict):
-    """1. data sources, 2. data: the medium and expert datasets under ``out`` (from the
-    family's scripted policy, or from one PPO run over all tasks), made where missing."""
+    """1. data sources, 2. data: the training and expert datasets under ``out`` (from the
+    family's scripted policy, or from one PPO run over all tasks), made where missing. The
+    training data is the medium checkpoint's, or with ``fam.train_noise`` the experts' with
+    action noise (exploratory data)."""
     from seqrl.collection import collect, collect_scripted
 
-    medium = out / f"{fam.dataset_stem}-medium-v0"
+    noisy = bool(fam.train_noise)
+    train_data = out / f"{fam.dataset_stem}-{'noisy' if noisy else 'medium'}-v0"
     expert = out / f"{fam.dataset_stem}-expert-v0"
     if fam.scripted_env:
         from seqrl.api import resolve_config
 
         env_kwargs = dict(resolve_config(str(fam.configs / "meta_dt.yaml")).env_kwargs)
-        for quality, path in (("medium", medium), ("expert", expert)):
+        for quality, path in (("medium", train_data), ("expert", expert)):
             if not path.exists():
                 step(
                     f"collect {quality} (scripted)",
@@ -181,20 +196,27 @@ def collect_data(fam: Family, out: Path, episodes: int, step: Steps, quick_ppo: 
                         fam.scripted_env, episodes, p, quality=q, env_kwargs=env_kwargs
                     ),
                 )
-    else:
-        experts = out / "ppo-experts"
-        if not (experts / "summary.json").exists():
+        return train_data, expert
+    experts = out / "ppo-experts"
+    if not (experts / "summary.json").exists():
+        step(
+            "per-task PPO (all tasks, one run)",
+            lambda: train(fam.configs / "ppo_per_task.yaml", experts, **quick_ppo),
+        )
+    parts = (
+        ("noisy" if noisy else "medium", train_data, "expert" if noisy else "medium"),
+        ("expert", expert, "expert"),
+    )
+    for name, path, quality in parts:
+        noise = fam.train_noise if name == "noisy" else 0.0
+        if not path.exists():
             step(
-                "per-task PPO (all tasks, one run)",
-                lambda: train(fam.configs / "ppo_per_task.yaml", experts, **quick_ppo),
+                f"collect {name}",
+                lambda q=quality, p=path, n=noise: collect(
+                    experts, episodes, p, quality=q, noise=n
+                ),
             )
-        for quality, path in (("medium", medium), ("expert", expert)):
-            if not path.exists():
-                step(
-                    f"collect {quality}",
-                    lambda q=quality, p=path: collect(experts, episodes, p, quality=q),
-                )
-    return medium, expert
+    return train_data, expert
 
 
 def agent_rows(fam: Family, out: Path, medium: Path, expert: Path, step: Steps, quick: bool):
@@ -205,6 +227,8 @@ def agent_rows(fam: Family, out: Path, medium: Path, expert: Path, step: Steps, 
     quick_dt = QUICK_DT if quick else {}
     rows = []
     for label, name, protocol in OFFLINE:
+        if label == ORACLE_LABEL and not fam.oracle_dt:
+            continue
         run_dir = out / name.removesuffix(".yaml")
         if not (run_dir / "summary.json").exists():
             step(
@@ -272,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(total, 1),
         "step_seconds": step.timings,
         "rows": rows,
+        "statistics": statistics(rows),
     }
     section = _markdown(fam, report)
     print(section)
@@ -340,6 +365,8 @@ def _evaluate(label, run_dir, protocol, eval_meta, step, reference=None, quick=F
                 "normalized_mean",
                 "normalized_std",
                 "per_task_return",
+                "per_task_seed_return",
+                "per_task_seed_normalized",
                 "seeds",
                 "episodes_per_task",
             )
@@ -348,83 +375,144 @@ def _evaluate(label, run_dir, protocol, eval_meta, step, reference=None, quick=F
     return row
 
 
-def _claims(rows: list[dict]) -> list[str]:
+def _cells(row: dict, mode: str):
+    import numpy as np
+
+    return np.asarray(row[mode]["per_task_seed_normalized"], np.float64)
+
+
+def _pair(a, b):
+    """Two agents' [tasks, seeds] scores on their common seeds (an online agent may have
+    fewer or more seeds than the offline ones; the tasks are the same)."""
+    n = min(a.shape[1], b.shape[1])
+    return a[:, :n], b[:, :n]
+
+
+COMPARISONS = (  # (claim, agent, mode, other agent, other's mode)
+    ("Meta-DT zero-shot beats DT", "Meta-DT", "zero-shot", FLOOR_LABEL, "zero-shot"),
+    ("Meta-DT few-shot beats DT", "Meta-DT", "few-shot", FLOOR_LABEL, "zero-shot"),
+    ("the task-oracle DT beats DT", ORACLE_LABEL, "zero-shot", FLOOR_LABEL, "zero-shot"),
+    ("Meta-DT few-shot beats its zero-shot", "Meta-DT", "few-shot", "Meta-DT", "zero-shot"),
+    (
+        "Meta-DT zero-shot beats Prompt-DT (expert prompt)",
+        "Meta-DT",
+        "zero-shot",
+        "Prompt-DT (expert prompt)",
+        "few-shot",
+    ),
+    (
+        "Meta-DT few-shot beats Prompt-DT (expert prompt)",
+        "Meta-DT",
+        "few-shot",
+        "Prompt-DT (expert prompt)",
+        "few-shot",
+    ),
+    (
+        "Meta-DT zero-shot beats in-context S5-PPO",
+        "Meta-DT",
+        "zero-shot",
+        ONLINE_LABEL,
+        "zero-shot",
+    ),
+    ("Meta-DT few-shot beats in-context S5-PPO", "Meta-DT", "few-shot", ONLINE_LABEL, "few-shot"),
+    *(
+        (f"Meta-DT beats {name.removeprefix('Meta-DT ')} ({mode})", "Meta-DT", mode, name, mode)
+        for name in (
+            "Meta-DT without context",
+            "Meta-DT without prompt",
+            "Meta-DT with a random prompt",
+        )
+        for mode in ("zero-shot", "few-shot")
+    ),
+)
+
+
+def statistics(rows: list[dict]) -> dict:
+    """Every agent's normalized score with its 95% stratified bootstrap interval over tasks x
+    seeds, the paired comparisons (a claim holds only when its interval excludes 0) and the
+    share of the DT-to-oracle gap each agent closes (:mod:`seqrl.stats`)."""
+    import numpy as np
+
+    from seqrl import stats
+
     by = {r["agent"]: r for r in rows}
-    score = lambda name, mode: by[name][mode]["normalized_mean"]
-    meta = "Meta-DT"
-    lines = []
+    out = {"normalized": {}, "comparisons": [], "gap_closed": {}}
+    for r in rows:
+        out["normalized"][r["agent"]] = {m: stats.interval(_cells(r, m)) for m in MODES}
+    for claim, a, mode_a, b, mode_b in COMPARISONS:
+        if a in by and b in by:
+            diff = stats.paired_difference(*_pair(_cells(by[a], mode_a), _cells(by[b], mode_b)))
+            out["comparisons"].append({"claim": claim, **diff})
+    if ORACLE_LABEL in by:
+        floor, oracle = _cells(by[FLOOR_LABEL], "zero-shot"), _cells(by[ORACLE_LABEL], "zero-shot")
+        for r in rows:
+            for m in MODES:
+                agent, f = _pair(_cells(r, m), floor)
+                gap = np.nan_to_num(stats.gap_closed(agent, f, _pair(oracle, f)[0]))
+                out["gap_closed"].setdefault(r["agent"], {})[m] = stats.interval(gap)
+    return out
 
-    def claim(text, holds):
-        lines.append(f"- {text}: **{'holds' if holds else 'does not hold'}**")
 
-    for mode in ("zero-shot", "few-shot"):
-        claim(
-            f"Meta-DT ({mode}) beats DT",
-            score(meta, mode) > score("DT (no task information)", "few-shot"),
-        )
-        claim(
-            f"Meta-DT ({mode}) beats Prompt-DT with expert prompts",
-            score(meta, mode) > score("Prompt-DT (expert prompt)", "few-shot"),
-        )
-    drop = score(meta, "few-shot") - score(meta, "zero-shot")
-    claim(
-        f"Meta-DT loses little without demonstrations: zero-shot at most 0.1 below few-shot "
-        f"(few-shot {score(meta, 'few-shot'):.3f}, zero-shot {score(meta, 'zero-shot'):.3f})",
-        drop < 0.1,
-    )
-    for ablation in (
-        "Meta-DT without context",
-        "Meta-DT without prompt",
-        "Meta-DT with a random prompt",
-    ):
-        claim(
-            f"{ablation} is worse (few-shot)", score(ablation, "few-shot") < score(meta, "few-shot")
+def _ci(x: dict) -> str:
+    return f"{x['estimate']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
+
+
+def _claims(st: dict) -> list[str]:
+    return [f"- {c['claim']}: difference {_ci(c)}: **{c['verdict']}**" for c in st["comparisons"]]
+
+
+def _table(rows: list[dict], st: dict) -> list[str]:
+    gap = st["gap_closed"]
+    lines = [
+        "| agent | seeds | zero-shot return | zero-shot normalized [95% CI] | few-shot return "
+        "| few-shot normalized [95% CI] | gap closed, zero-shot / few-shot |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        z, f, n = r["zero-shot"], r["few-shot"], st["normalized"][r["agent"]]
+        g = gap.get(r["agent"])
+        closed = f"{g['zero-shot']['estimate']:.0%} / {g['few-shot']['estimate']:.0%}" if g else "-"
+        lines.append(
+            f"| {r['agent']} | {z['seeds']} | {z['return_mean']:.2f} +- {z['return_std']:.2f} | "
+            f"{_ci(n['zero-shot'])} | {f['return_mean']:.2f} +- {f['return_std']:.2f} | "
+            f"{_ci(n['few-shot'])} | {closed} |"
         )
     return lines
 
 
 def _markdown(fam: Family, report: dict) -> str:
     rows = report["rows"]
+    st = report.get("statistics") or statistics(rows)
+    data = (
+        f"expert episodes with action noise cycling through {list(fam.train_noise)} per task"
+        if fam.train_noise
+        else "medium episodes"
+    )
     lines = [
         fam.heading,
         "",
         f"Command: `{report['command']}` ({report['wall_seconds'] / 60:.1f} min end to end, "
         f"seqrl {report['seqrl_revision']}, {report['machine'].get('nproc', '?')} CPUs, load "
-        f"{report['load_average'][0]:.1f}). {fam.tasks[0].upper() + fam.tasks[1:]}, "
-        f"{report['episodes_per_task']} medium episodes per task; seeds per agent in the table "
-        "(the offline agents train theirs side by side in one vmapped run); each cell is the "
-        "mean +- std over seeds x held-out tasks of the per-task mean return of deterministic "
-        "episodes. Normalized score (R - R_random) / (R_oracle - R_random) per task, R_oracle "
-        f"from {fam.oracle}.",
+        f"{report['load_average'][0]:.1f}). {fam.tasks[0].upper() + fam.tasks[1:]}; training "
+        f"data: {report['episodes_per_task']} {data}. Seeds per agent in the table (the "
+        "offline agents train theirs side by side in one vmapped run). Normalized score "
+        "(R - R_random) / (R_oracle - R_random) per held-out task and seed (R_oracle from "
+        f"{fam.oracle}), its mean over tasks x seeds with a 95% stratified bootstrap interval "
+        "(seqrl.stats: seeds resampled within each task); returns are mean +- std. Gap closed "
+        "= (agent - DT) / (task-oracle DT - DT). Per-task, per-seed numbers: "
+        f"{fam.report_json}.",
     ]
     if "budgets" in report:
         lines += ["", _budget_line(report["budgets"])]
     if fam.notes:
         lines += ["", fam.notes]
-    lines += [
-        "",
-        "| agent | seeds | zero-shot return | zero-shot normalized | few-shot return "
-        "| few-shot normalized |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        z, f = r["zero-shot"], r["few-shot"]
-        lines.append(
-            f"| {r['agent']} | {z['seeds']} | {z['return_mean']:.2f} +- {z['return_std']:.2f} | "
-            f"{z['normalized_mean']:.3f} +- {z['normalized_std']:.3f} | "
-            f"{f['return_mean']:.2f} +- {f['return_std']:.2f} | "
-            f"{f['normalized_mean']:.3f} +- {f['normalized_std']:.3f} |"
-        )
-    oracle = rows[0]["oracle_return"]
-    rnd = rows[0]["random_return"]
+    lines += ["", *_table(rows, st)]
+    oracle, rnd = rows[0]["oracle_return"], rows[0]["random_return"]
     online = any(r["agent"] == ONLINE_LABEL for r in rows)
     lines += [
         "",
-        "Held-out tasks' reference returns: oracle "
-        + ", ".join(f"{x:.2f}" for x in oracle)
-        + "; random "
-        + ", ".join(f"{x:.2f}" for x in rnd)
-        + ".",
+        "Held-out tasks' reference returns (mean over tasks): oracle "
+        f"{sum(oracle) / len(oracle):.2f}, random {sum(rnd) / len(rnd):.2f}.",
         "",
         "Protocols: zero-shot = no demonstrations (Meta-DT: the online context only; Prompt-DT "
         "and DT: no prompt"
@@ -433,9 +521,14 @@ def _markdown(fam: Family, report: dict) -> str:
         "episode of the task, Prompt-DT gets the last 5 steps of an expert demo of the task "
         "(privileged)" + (", S5-PPO the second episode of a trial." if online else "."),
         "",
-        "The paper's claims, checked on these numbers:",
+        "Claims, each a paired difference over tasks x seeds with its 95% interval (holds: "
+        "above 0; reversed: below 0; otherwise inconclusive):",
         "",
-        *_claims(rows),
+        *_claims(st),
+    ]
+    if report.get("figures"):
+        lines += ["", *(f"![{name}]({path})" for name, path in report["figures"].items())]
+    lines += [
         "",
         "Step timings (s): "
         + ", ".join(f"{k} {v}" for k, v in report["step_seconds"].items())

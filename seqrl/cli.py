@@ -50,6 +50,23 @@ def _nonnegative_float(text: str) -> float:
     return value
 
 
+def _noise_levels(text: str) -> float | tuple[float, ...]:
+    """``EPS`` or ``EPS,EPS,...`` (levels that each task's episodes cycle through)."""
+    levels = tuple(_nonnegative_float(part.strip()) for part in text.split(","))
+    return levels[0] if len(levels) == 1 else levels
+
+
+def _opening(text: str) -> list[list[float]]:
+    """``A;A;...`` with each action ``x,y,...``: the first actions of every episode."""
+    try:
+        return [[float(x) for x in action.split(",")] for action in text.split(";")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected actions like 1,0;0,1 (numbers, ',' within an action, ';' between), "
+            f"got {text!r}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="seqrl",
@@ -166,12 +183,13 @@ def _add_collect(sub) -> None:
     )
     p.add_argument(
         "--noise",
-        type=_nonnegative_float,
+        type=_noise_levels,
         default=None,
-        metavar="EPS",
+        metavar="EPS[,EPS...]",
         help="discrete: probability of a random action; continuous: std of Gaussian noise "
         "(actions are clipped to the space); default 0 for runs, and for scripted policies "
-        "0.1 (expert) / 1.0 (medium)",
+        "0.1 (expert) / 1.0 (medium). For runs, several levels (0,0.5,1): each task's "
+        "episodes cycle through them (exploratory data)",
     )
     p.add_argument(
         "--checkpoint",
@@ -189,6 +207,15 @@ def _add_collect(sub) -> None:
     )
     p.add_argument(
         "--deterministic", action="store_true", help="act with the policy's mode (default: sample)"
+    )
+    p.add_argument(
+        "--opening",
+        type=_opening,
+        default=None,
+        metavar="A;A;...",
+        help="trained runs, continuous actions: every episode's first actions, the same for "
+        "all (e.g. 1,0;0,1;-1,0: a fixed probe before the policy acts, so that experts' data "
+        "also shows exploration)",
     )
 
 
@@ -332,11 +359,13 @@ def _collect(args) -> int:
     from seqrl.envs import is_host
 
     if is_host(args.run_dir) and not Path(args.run_dir).exists():
-        if args.checkpoint is not None or args.deterministic:
+        if args.checkpoint is not None or args.deterministic or args.opening:
             raise UserError(
-                f"{args.run_dir} is collected from its scripted policy: --checkpoint and "
-                "--deterministic apply to trained runs only"
+                f"{args.run_dir} is collected from its scripted policy: --checkpoint, "
+                "--deterministic and --opening apply to trained runs only"
             )
+        if isinstance(args.noise, tuple):
+            raise UserError("--noise: a scripted policy takes one level (several: trained runs)")
         collect_scripted(
             args.run_dir,
             args.episodes,
@@ -357,6 +386,7 @@ def _collect(args) -> int:
         seed=args.seed,
         max_steps=args.max_steps,
         deterministic=args.deterministic,
+        opening=args.opening,
     )
     return 0
 

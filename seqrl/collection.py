@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,23 +74,42 @@ def time_limit(params: Any) -> int | None:
     return None
 
 
-def _perturbed(policy: PolicyStep, space: Any, noise: float, normalize: Callable) -> PolicyStep:
+def _perturbed(policy: PolicyStep, space: Any, noise: Any, normalize: Callable) -> PolicyStep:
     """``policy`` acting on ``normalize``-d observations, its actions epsilon-random (discrete)
-    or with Gaussian noise of std ``noise`` (continuous; then clipped to the space)."""
+    or with Gaussian noise of std ``noise`` (continuous; then clipped to the space). ``noise``
+    is a number or one per env (``[num_envs]``)."""
 
     def perturb(action, key):
+        noise_ = jnp.asarray(noise, jnp.float32)
+        noise_ = noise_.reshape(noise_.shape + (1,) * (action.ndim - noise_.ndim))
         if isinstance(space, Discrete):
             explore_key, pick_key = jax.random.split(key)
-            explore = jax.random.uniform(explore_key, action.shape) < noise
+            explore = jax.random.uniform(explore_key, action.shape) < noise_
             random = jax.random.randint(pick_key, action.shape, 0, space.n, action.dtype)
             return jnp.where(explore, random, action).astype(jnp.int32)
-        action = action + noise * jax.random.normal(key, action.shape, action.dtype)
+        action = action + noise_ * jax.random.normal(key, action.shape, action.dtype)
         return jnp.clip(action, space.low, space.high).astype(jnp.float32)
 
     def step(carry, obs, first, key):
         act_key, noise_key = jax.random.split(key)
         carry, action = policy(carry, normalize(obs), first, act_key)
         return carry, perturb(action, noise_key)
+
+    return step
+
+
+def _with_opening(policy: PolicyStep, opening: Any) -> PolicyStep:
+    """``policy``, but each episode's first ``len(opening)`` actions are ``opening``'s (the same
+    for every env and task); the carry is ``(policy's carry, step within the episode [B])``."""
+    opening = jnp.asarray(opening, jnp.float32)
+
+    def step(carry, obs, first, key):
+        inner, t = carry
+        t = jnp.where(first, 0, t)
+        inner, action = policy(inner, obs, first, key)
+        scripted = opening[jnp.minimum(t, opening.shape[0] - 1)].astype(action.dtype)
+        action = jnp.where(row_mask(t < opening.shape[0], action), scripted, action)
+        return (inner, t + 1), action
 
     return step
 
@@ -111,15 +130,18 @@ def rollout(
     key: jax.Array,
     num_envs: int,
     max_len: int,
-    noise: float = 0.0,
+    noise: Any = 0.0,
     deterministic: bool = False,
+    opening: Any = None,
 ) -> tuple[Trajectories, jax.Array]:
     """First episode of each of ``num_envs`` envs under one seed's learner ``state`` (jittable).
 
     Returns ``Trajectories`` of shape ``[num_envs, max_len]`` and the env's own episode returns
     ``[num_envs]`` (``EpisodeStatistics``; NaN where ``max_len`` cut the episode, which is then
     recorded as truncated at its last step). ``noise``: epsilon-random actions (discrete) or
-    Gaussian noise of that std (continuous; actions are then clipped to the space).
+    Gaussian noise of that std (continuous; actions are then clipped to the space), a number or
+    one per env. ``opening`` (``[K, *action shape]``): every episode's first K actions, exact
+    (no noise), before the policy takes over.
     """
     venv, params = actor.env(state, num_envs)
     normalize = lambda obs: obs
@@ -127,9 +149,10 @@ def rollout(
         normalize, venv = venv.stats.normalize, venv.env
     space = venv.action_space(params)
     policy = _perturbed(actor.policy(state, deterministic), space, noise, normalize)
-    out = seqrl_rollout(
-        policy, actor.initial_carry(num_envs), venv, params, key, max_len, record=_record
-    )
+    carry = actor.initial_carry(num_envs)
+    if opening is not None and len(opening):
+        policy, carry = _with_opening(policy, opening), (carry, jnp.zeros(num_envs, jnp.int32))
+    out = seqrl_rollout(policy, carry, venv, params, key, max_len, record=_record)
     steps, finished, last = out["steps"], out["finished"], out["last_obs"]
     # episodes still running after max_len steps end there, truncated
     cut = ~finished
@@ -232,14 +255,22 @@ def select_medium(run: Run, key: jax.Array, log: Callable[[str], None]) -> tuple
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_request(quality: str, episodes: int, noise: float | None) -> None:
+def noise_levels(noise: float | Sequence[float]) -> tuple[float, ...]:
+    """``noise`` as a tuple of levels (one number: one level)."""
+    return tuple(float(n) for n in noise) if isinstance(noise, Sequence) else (float(noise),)
+
+
+def _check_request(quality: str, episodes: int, noise: float | Sequence[float] | None) -> None:
     """The choices every collection checks before anything compiles."""
     if quality not in QUALITIES:
         raise UserError(f"quality {quality!r} is not one of {', '.join(QUALITIES)}")
     if episodes < 1:
         raise UserError(f"episodes must be >= 1, got {episodes}")
-    if noise is not None and not (noise >= 0 and math.isfinite(noise)):
-        raise UserError(f"noise must be a finite number >= 0, got {noise}")
+    for level in () if noise is None else noise_levels(noise):
+        if not (level >= 0 and math.isfinite(level)):
+            raise UserError(f"noise must be a finite number >= 0, got {level}")
+    if noise is not None and not noise_levels(noise):
+        raise UserError("noise: give at least one level")
 
 
 def _mixture(medium: Any, expert: Any, episodes: int) -> list[tuple[str, Any, int]]:
@@ -263,15 +294,28 @@ def _plan(run: Run, quality: str, checkpoint: int | None, episodes: int, seed: i
 
 
 def _gather(
-    run: Run, plan: list, seed: int, max_len: int, noise: float, deterministic: bool, latest
+    run: Run,
+    plan: list,
+    seed: int,
+    max_len: int,
+    noise: tuple,
+    deterministic: bool,
+    latest,
+    opening=None,
 ):
     """Every part of ``plan`` rolled out: ``(Trajectories on the host, trimmed to the longest
     episode; per-episode metadata)``. One compiled program serves every part (same batch size,
     state as an argument); a per-task run collects each part's episodes per task, its learners
-    vmapped. ``latest``: the latest checkpoint's state, already restored."""
+    vmapped. ``latest``: the latest checkpoint's state, already restored. ``noise``: the levels
+    each task's episodes cycle through (episode i: ``noise[i % len(noise)]``); ``opening``:
+    every episode's first actions (see :func:`rollout`)."""
     num_envs = max(count for _, _, count in plan)
     actor = run.trainer.single.actor
-    one_learner = lambda s, k: rollout(actor, s, k, num_envs, max_len, noise, deterministic)[0]
+    lane_noise = np.asarray(noise, np.float32)[np.arange(num_envs) % len(noise)]
+
+    def one_learner(state, key):
+        return rollout(actor, state, key, num_envs, max_len, lane_noise, deterministic, opening)[0]
+
     if run.num_tasks:
         tasks = run.task_indices()
         program = jax.jit(lambda s, k: jax.vmap(one_learner)(s, jax.random.split(k, len(tasks))))
@@ -288,7 +332,10 @@ def _gather(
         )
         for task in tasks:
             extra = {} if task is None else {"task": task}
-            episode_metadata += [{"checkpoint": step, "policy": role, **extra}] * count
+            episode_metadata += [
+                {"checkpoint": step, "policy": role, "noise": float(lane_noise[i]), **extra}
+                for i in range(count)
+            ]
     host = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
     longest = int(host.lengths.max())
     names = ("obs", "actions", "rewards", "terminated", "truncated")
@@ -304,7 +351,28 @@ def _save(output, trajectories, meta: DatasetMeta, episode_metadata, description
     return path
 
 
-def _open_checked(run_dir, checkpoint: int | None, noise: float):
+def check_opening(opening: Any, space: Any) -> np.ndarray | None:
+    """``opening`` as a ``[K, *action shape]`` array, or None when empty; a UserError unless
+    the actions are continuous and every opening action lies in the action space."""
+    if opening is None or not len(opening):
+        return None
+    if isinstance(space, Discrete):
+        raise UserError("opening: scripted opening actions need a continuous action space")
+    try:
+        actions = np.asarray(opening, np.float32)
+    except ValueError:
+        raise UserError("opening: every action must have the same length") from None
+    if actions.shape[1:] != tuple(space.shape):
+        raise UserError(
+            f"opening: each action must have shape {tuple(space.shape)}, got {actions.shape[1:]}"
+        )
+    low, high = np.asarray(space.low), np.asarray(space.high)
+    if not (np.isfinite(actions).all() and (actions >= low).all() and (actions <= high).all()):
+        raise UserError(f"opening: actions must lie in the action space [{low}, {high}]")
+    return actions
+
+
+def _open_checked(run_dir, checkpoint: int | None, noise: tuple[float, ...]):
     """``(run, its latest state, venv, env params)``: the run, the env its policy acts in, the
     request checked against them."""
     run = open_run(run_dir)
@@ -314,8 +382,8 @@ def _open_checked(run_dir, checkpoint: int | None, noise: float):
     latest_state = run.state(run.steps[-1])
     lane = jax.tree.map(lambda x: x[0], latest_state) if run.num_tasks else latest_state
     venv, params = run.trainer.single.actor.env(lane, 1)
-    if isinstance(venv.action_space(params), Discrete) and noise > 1:
-        raise UserError(f"noise is an epsilon for discrete actions: must be <= 1, got {noise}")
+    if isinstance(venv.action_space(params), Discrete) and max(noise) > 1:
+        raise UserError(f"noise is an epsilon for discrete actions: must be <= 1, got {max(noise)}")
     return run, latest_state, venv, params
 
 
@@ -325,11 +393,12 @@ def collect(
     output: str | Path,
     *,
     quality: str = "expert",
-    noise: float = 0.0,
+    noise: float | Sequence[float] = 0.0,
     checkpoint: int | None = None,
     seed: int = 0,
     max_steps: int | None = None,
     deterministic: bool = False,
+    opening: Sequence[Sequence[float]] | None = None,
     log: Callable[[str], None] = print,
 ) -> CollectResult:
     """Rolls out a trained run (seed index 0) for ``episodes`` episodes and writes a Minari
@@ -338,24 +407,33 @@ def collect(
     ``checkpoint`` replaces the automatic choice: the latest for ``expert``, the medium one for
     ``medium`` and ``mixed``. ``max_steps`` caps episodes (needed when the env's params have no
     ``max_steps_in_episode``). Actions are sampled from the policy unless ``deterministic``.
+    ``noise``: one level, or several that each task's episodes cycle through (exploratory
+    data, e.g. ``(0, 0.5, 1)``; each episode's level is in its metadata). ``opening``: the
+    first actions of every episode, the same for all (continuous actions; e.g. a fixed probe,
+    so that data from experts who know their task also shows a task-independent exploration
+    before the exploitation); the policy acts from the step after.
     """
     from seqrl.runtime import configure_jax
 
     # CHECK everything a user can get wrong before anything compiles
     _check_request(quality, episodes, noise)
+    levels = noise_levels(noise)
     if max_steps is not None and max_steps < 1:
         raise UserError(f"max_steps must be >= 1, got {max_steps}")
     output = check_output_path(output)
     configure_jax()
-    run, latest_state, venv, params = _open_checked(run_dir, checkpoint, noise)
+    run, latest_state, venv, params = _open_checked(run_dir, checkpoint, levels)
     action_space = venv.action_space(params)
+    opening = check_opening(opening, action_space)
     max_len = max_steps or time_limit(params)
     if max_len is None:
         raise UserError(f"env {run.config.env} has no time limit in its params: pass --max-steps N")
 
     # CHOOSE the checkpoints, COLLECT, WRITE
     plan, selection = _plan(run, quality, checkpoint, episodes, seed, log)
-    host, episode_metadata = _gather(run, plan, seed, max_len, noise, deterministic, latest_state)
+    host, episode_metadata = _gather(
+        run, plan, seed, max_len, levels, deterministic, latest_state, opening
+    )
     trajectories = jax.tree.map(jnp.asarray, host)
     stats = trajectories.return_stats()
     info = {
@@ -366,8 +444,9 @@ def collect(
         "quality": quality,
         "checkpoints": {role: step for role, step, _ in plan},
         "episodes_per_checkpoint": {role: count for role, _, count in plan},
-        "noise": noise,
+        "noise": levels[0] if len(levels) == 1 else list(levels),
         "deterministic": deterministic,
+        "opening": [] if opening is None else opening.tolist(),
         "seed": seed,
         "max_steps": max_len,
         "num_episodes": len(episode_metadata),

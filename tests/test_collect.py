@@ -2,6 +2,7 @@
 medium and mixed quality; the episodes match the env's own accounting; bad inputs exit 2."""
 
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -39,9 +40,13 @@ def run_dir(tmp_path_factory):
     return path
 
 
-def _episode_checkpoints(path: Path) -> list[int]:
+def _episode_attrs(path: Path, name: str) -> list:
     with h5py.File(path / "data" / "main_data.hdf5", "r") as f:
-        return [int(f[f"episode_{i}"].attrs["checkpoint"]) for i in range(len(f))]
+        return [f[f"episode_{i}"].attrs[name].item() for i in range(len(f))]
+
+
+def _episode_checkpoints(path: Path) -> list[int]:
+    return [int(c) for c in _episode_attrs(path, "checkpoint")]
 
 
 def test_rollout_matches_the_envs_own_returns_and_lengths(run_dir):
@@ -177,6 +182,12 @@ def test_cli_collect(run_dir, tmp_path, capsys):
     assert main(argv) == 0
     assert f"dataset: {out}" in capsys.readouterr().out
     assert _episode_checkpoints(out) == [12] * 7
+    # several noise levels: the episodes cycle through them, each recording its own
+    out = tmp_path / "levels-v0"
+    argv = ["collect", str(run_dir), "--episodes", "5", "-o", str(out), "--noise", "0,0.5"]
+    assert main(argv) == 0
+    assert _episode_attrs(out, "noise") == [0.0, 0.5, 0.0, 0.5, 0.0]
+    assert load_dataset(out)[1].info["noise"] == [0.0, 0.5]
 
 
 @pytest.mark.parametrize(
@@ -185,6 +196,10 @@ def test_cli_collect(run_dir, tmp_path, capsys):
         (["--episodes", "0"], "argument --episodes: expected a positive integer, got '0'"),
         (["--noise", "-1"], "argument --noise: expected a finite number >= 0, got '-1'"),
         (["--noise", "1.5"], "noise is an epsilon for discrete actions: must be <= 1"),
+        (["--noise", "0,1.5"], "noise is an epsilon for discrete actions: must be <= 1, got 1.5"),
+        (["--noise", "0,x"], "argument --noise: expected a number >= 0, got 'x'"),
+        (["--opening", "1;a"], "argument --opening: expected actions like 1,0;0,1"),
+        (["--opening", "1;0"], "opening: scripted opening actions need a continuous action"),
         (["--checkpoint", "5"], "has no checkpoint 5; kept: 4, 8, 12, 16"),
         (["--quality", "great"], "argument --quality: invalid choice: 'great'"),
         (["-o", "{tmp}/full-v0"], "already exists and is not an empty directory"),
@@ -226,3 +241,32 @@ def test_continuous_noise_is_clipped_and_long_episodes_are_cut():
     assert traj.truncated[:, -1].all() and not traj.truncated[:, :-1].any()
     assert np.isnan(env_returns).all()  # the env itself never saw these episodes end
     assert np.isfinite(traj.final_obs).all() and traj.final_obs.any()
+
+
+def test_per_env_noise_and_a_scripted_opening():
+    """Deterministic untrained Pendulum policy, noise 0 on lanes 0-1 and 5 on lanes 2-3, a
+    two-action opening: every episode starts with exactly the opening; after it, the noiseless
+    lanes act in the open interval and the noisy ones often hit the bounds; a bad opening is a
+    one-line error naming it."""
+    from seqrl.collection import check_opening
+    from seqrl.envs.spaces import Box
+    from seqrl.errors import UserError
+
+    config = cfg.load_config(CARTPOLE, ["env=gymnax/Pendulum-v1", *TINY])
+    trainer = cfg.agent_module("ppo").make_trainer(config)
+    state = trainer.init(jax.random.PRNGKey(0))
+    noise, opening = jnp.array([0.0, 0.0, 5.0, 5.0]), [[1.5], [-0.5]]
+    fn = jax.jit(lambda s, k: rollout(trainer.actor, s, k, 4, 30, noise, True, opening)[0])
+    actions = np.asarray(fn(state, jax.random.PRNGKey(1)).actions)[..., 0]
+    np.testing.assert_array_equal(actions[:, :2], [[1.5, -0.5]] * 4)
+    assert np.abs(actions[:2, 2:]).max() < 2.0
+    assert (np.abs(actions[2:, 2:]) == 2.0).mean() > 0.3
+    space = Box.make(-1.0, 1.0, (2,))
+    assert check_opening([], space) is None
+    for bad, message in (
+        ([[0.5]], "each action must have shape (2,), got (1,)"),
+        ([[0.5, 1.5]], "actions must lie in the action space"),
+        ([[0.5, 0.5], [0.5]], "every action must have the same length"),
+    ):
+        with pytest.raises(UserError, match=re.escape(message)):
+            check_opening(bad, space)
