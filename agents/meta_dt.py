@@ -378,6 +378,7 @@ class Learner:
             data.windows.lengths,
             jnp.arange(data.rewards.shape[0]),
             wmc,
+            data.tasks,
         )
         n, length = data.rewards.shape
         ep, t = jnp.repeat(jnp.arange(n), length), jnp.tile(jnp.arange(length), n)

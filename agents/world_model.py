@@ -14,6 +14,7 @@ but feeds an all-zero context for the first h test steps; here both see the same
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import flax.linen as nn
 import jax
@@ -40,6 +41,14 @@ class WorldModelConfig:
     gru_dim: int = option(128, "GRU width", ge=1)
     hidden_dim: int = option(128, "decoder MLP width (two layers)", ge=1)
     state_loss_weight: float = option(1.0, "weight of the next-state loss (0: reward only)", ge=0)
+    decode: Literal["step", "task"] = option(
+        "step",
+        "what the decoders predict from z_t: 'step' the transition t itself (the reference); "
+        "'task' `queries` transitions drawn from anywhere in the same task's training data, so z "
+        "must carry the task (predicting r_t from the context's last reward and heading needs no "
+        "task inference when the data moves straight at the goal)",
+    )
+    queries: int = option(8, "transitions decoded per context when decode is 'task'", ge=1)
     steps: int = option(5000, "gradient steps (trained before the DT, inside init)", ge=1)
     batch_size: int = option(128, "transitions per step", ge=1)
     lr: float = option(1e-3, "Adam learning rate", gt=0)
@@ -111,11 +120,15 @@ class WorldModel(nn.Module):
     def encode(self, ctx: Context) -> jax.Array:
         return self.encoder(ctx)
 
-    def __call__(self, ctx: Context, obs, actions, next_obs):
-        z = self.encoder(ctx)
+    def decode(self, z, obs, actions, next_obs):
+        """``(r_hat, s'_hat)`` of a transition under task vector ``z``."""
         r_hat = self.reward_decoder(jnp.concatenate([obs, actions, next_obs, z], -1))[..., 0]
         s_hat = self.state_decoder(jnp.concatenate([obs, actions, z], -1))
-        return z, r_hat, s_hat
+        return r_hat, s_hat
+
+    def __call__(self, ctx: Context, obs, actions, next_obs):
+        z = self.encoder(ctx)
+        return (z, *self.decode(z, obs, actions, next_obs))
 
     def errors(self, ctx: Context, obs, actions, rewards, next_obs):
         """Per-step error |r_hat - r| (+ weight * mean |s'_hat - s'|): what the self-guided
@@ -148,31 +161,60 @@ def train_world_model(
     lengths,
     episodes: jax.Array,
     config: WorldModelConfig,
+    tasks: jax.Array | None = None,
 ):
     """Trains ``model`` on the transitions of ``episodes`` (indices into ``[N, L]`` arrays;
-    ``actions`` one-hot for discrete) with Adam; jittable. Returns (params, final loss)."""
+    ``actions`` one-hot for discrete) with Adam; jittable. ``tasks`` (``[N]`` task of each
+    episode) is needed for ``decode: task``. Returns (params, losses)."""
     weights = lengths[episodes].astype(jnp.float32)
     weights = weights / weights.sum()
     tx = optax.adam(config.lr)
+    steps_of = lambda key, ep: jnp.floor(jax.random.uniform(key, ep.shape) * lengths[ep]).astype(
+        jnp.int32
+    )
+    if config.decode == "task":
+        if tasks is None:
+            raise ValueError("decode: task needs the task of every episode")
+        order = jnp.argsort(tasks[episodes])
+        sorted_tasks = tasks[episodes][order]
+
+    def queries(key, ep):
+        """``config.queries`` transitions per context, each from a random episode of its task."""
+        k_ep, k_t = jax.random.split(key)
+        task = jnp.repeat(tasks[ep][:, None], config.queries, axis=1)
+        lo = jnp.searchsorted(sorted_tasks, task, side="left")
+        hi = jnp.searchsorted(sorted_tasks, task, side="right")
+        pick = lo + jnp.floor(jax.random.uniform(k_ep, task.shape) * (hi - lo)).astype(jnp.int32)
+        q_ep = episodes[order[pick]]
+        q_t = steps_of(k_t, q_ep)
+        return obs[q_ep, q_t], actions[q_ep, q_t], rewards[q_ep, q_t], next_obs[q_ep, q_t]
 
     def batch(key):
-        k_ep, k_t = jax.random.split(key)
+        k_ep, k_t, k_q = jax.random.split(key, 3)
         ep = episodes[jax.random.choice(k_ep, episodes.shape[0], (config.batch_size,), p=weights)]
-        t = jnp.floor(jax.random.uniform(k_t, (config.batch_size,)) * lengths[ep]).astype(jnp.int32)
+        t = steps_of(k_t, ep)
         ctx = jax.vmap(
             lambda e, tt: context_at(
                 obs[e], actions[e], rewards[e], next_obs[e], tt, config.horizon
             )
         )(ep, t)
-        return ctx, obs[ep, t], actions[ep, t], rewards[ep, t], next_obs[ep, t]
+        target = (obs[ep, t], actions[ep, t], rewards[ep, t], next_obs[ep, t])
+        return ctx, target if config.decode == "step" else queries(k_q, ep)
 
     def loss_fn(params, b):
-        ctx, s, a, r, s2 = b
-        _, r_hat, s_hat = model.apply(params, ctx, s, a, s2)
+        ctx, (s, a, r, s2) = b
+        if config.decode == "task":  # every context's z decodes its task's query transitions
+            z = model.apply(params, ctx, method=WorldModel.encode)
+            z = jnp.broadcast_to(z[:, None], (*r.shape, z.shape[-1]))
+            r_hat, s_hat = model.apply(params, z, s, a, s2, method=WorldModel.decode)
+        else:
+            _, r_hat, s_hat = model.apply(params, ctx, s, a, s2)
         return jnp.mean((r_hat - r) ** 2) + config.state_loss_weight * jnp.mean((s_hat - s2) ** 2)
 
     init_key, key = jax.random.split(key)
-    ctx, s, a, _, s2 = batch(init_key)
+    ctx, (s, a, _, s2) = batch(init_key)
+    if config.decode == "task":  # one query per context: the shapes ``__call__`` takes
+        s, a, s2 = (x[:, 0] for x in (s, a, s2))
     params = model.init(init_key, ctx, s, a, s2)
     opt_state = tx.init(params)
 

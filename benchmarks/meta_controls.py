@@ -65,7 +65,7 @@ def _scores(work: Path, dataset: str, args) -> dict[str, np.ndarray]:
         "dataset": dataset,
         "env_kwargs": _env_kwargs(args),
         "dt": {"embed_dim": 64, "num_layers": 1, "warmup_steps": 100},
-        "world_model": {"steps": 1500},
+        "world_model": {"steps": 1500, **({"decode": args.decode} if args.decode else {})},
         "loop": {"num_chunks": 1},
         "meta": {"prompt_warmup": 100},
     }
@@ -158,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=None,
         help="every episode's first actions, flattened (x y x y ...): a fixed probe",
+    )
+    parser.add_argument(
+        "--decode",
+        choices=["step", "task"],
+        default=None,
+        help="world_model.decode (default: the config's)",
     )
     parser.add_argument("--train-goals", type=int, default=45)
     parser.add_argument("--test-goals", type=int, default=5)

@@ -140,18 +140,20 @@ def rollout(
     ``[num_envs]`` (``EpisodeStatistics``; NaN where ``max_len`` cut the episode, which is then
     recorded as truncated at its last step). ``noise``: epsilon-random actions (discrete) or
     Gaussian noise of that std (continuous; actions are then clipped to the space), a number or
-    one per env. ``opening`` (``[K, *action shape]``): every episode's first K actions, exact
-    (no noise), before the policy takes over.
+    one per env. ``opening`` (``[K, *action shape]``): every episode's first K actions before
+    the policy takes over, perturbed by the lane's noise like the policy's (exact at noise 0:
+    a noisy opening makes the probe's outcomes vary, so a task encoder trained on the data does
+    not break on the small deviations of an agent that imitates it).
     """
     venv, params = actor.env(state, num_envs)
     normalize = lambda obs: obs
     if isinstance(venv, NormalizeObservation):  # record raw observations, act on normalized ones
         normalize, venv = venv.stats.normalize, venv.env
     space = venv.action_space(params)
-    policy = _perturbed(actor.policy(state, deterministic), space, noise, normalize)
-    carry = actor.initial_carry(num_envs)
+    policy, carry = actor.policy(state, deterministic), actor.initial_carry(num_envs)
     if opening is not None and len(opening):
         policy, carry = _with_opening(policy, opening), (carry, jnp.zeros(num_envs, jnp.int32))
+    policy = _perturbed(policy, space, noise, normalize)
     out = seqrl_rollout(policy, carry, venv, params, key, max_len, record=_record)
     steps, finished, last = out["steps"], out["finished"], out["last_obs"]
     # episodes still running after max_len steps end there, truncated
@@ -387,6 +389,32 @@ def _open_checked(run_dir, checkpoint: int | None, noise: tuple[float, ...]):
     return run, latest_state, venv, params
 
 
+def _dataset_info(run, quality, plan, selection, episode_metadata, **how) -> dict:
+    """The dataset's ``info``: where it came from and how it was collected (``how``: noise,
+    opening, seed, ..., and the return statistics)."""
+    info = {
+        "algorithm": f"seqrl collect ({run.config.agent})",
+        "run_dir": str(run.run_dir.absolute()),
+        "agent": run.config.agent,
+        "env_kwargs": dict(run.config.env_kwargs),
+        "quality": quality,
+        "checkpoints": {role: step for role, step, _ in plan},
+        "episodes_per_checkpoint": {role: count for role, _, count in plan},
+        **how,
+        "num_episodes": len(episode_metadata),
+    }
+    if quality == "mixed":
+        info["mixture"] = (
+            f"{MIXED_MEDIUM_FRACTION:.0%} medium + {1 - MIXED_MEDIUM_FRACTION:.0%} expert"
+        )
+    if selection is not None:
+        info["medium_selection"] = selection
+    if run.num_tasks:  # which task each episode is (index into the family's split("all"))
+        info["task_split"] = run.config.tasks
+        info["episode_tasks"] = [m["task"] for m in episode_metadata]
+    return info
+
+
 def collect(
     run_dir: str | Path,
     episodes: int,
@@ -436,32 +464,20 @@ def collect(
     )
     trajectories = jax.tree.map(jnp.asarray, host)
     stats = trajectories.return_stats()
-    info = {
-        "algorithm": f"seqrl collect ({run.config.agent})",
-        "run_dir": str(run.run_dir.absolute()),
-        "agent": run.config.agent,
-        "env_kwargs": dict(run.config.env_kwargs),
-        "quality": quality,
-        "checkpoints": {role: step for role, step, _ in plan},
-        "episodes_per_checkpoint": {role: count for role, _, count in plan},
-        "noise": levels[0] if len(levels) == 1 else list(levels),
-        "deterministic": deterministic,
-        "opening": [] if opening is None else opening.tolist(),
-        "seed": seed,
-        "max_steps": max_len,
-        "num_episodes": len(episode_metadata),
-        "num_steps": trajectories.num_steps,
+    info = _dataset_info(
+        run,
+        quality,
+        plan,
+        selection,
+        episode_metadata,
+        noise=levels[0] if len(levels) == 1 else list(levels),
+        deterministic=deterministic,
+        opening=[] if opening is None else opening.tolist(),
+        seed=seed,
+        max_steps=max_len,
+        num_steps=trajectories.num_steps,
         **stats,
-    }
-    if quality == "mixed":
-        info["mixture"] = (
-            f"{MIXED_MEDIUM_FRACTION:.0%} medium + {1 - MIXED_MEDIUM_FRACTION:.0%} expert"
-        )
-    if selection is not None:
-        info["medium_selection"] = selection
-    if run.num_tasks:  # which task each episode is (index into the family's split("all"))
-        info["task_split"] = run.config.tasks
-        info["episode_tasks"] = [m["task"] for m in episode_metadata]
+    )
     meta = DatasetMeta(run.config.env, venv.observation_space(params), action_space, info=info)
     checkpoints = ", ".join(f"{role} {step}" for role, step, _ in plan)
     log(

@@ -495,3 +495,35 @@ def test_the_task_oracle_dt_reads_the_true_task_in_training_and_acting(tiny_meta
     np.testing.assert_allclose(np.asarray(carry["z"][:, -1]), np.repeat(goals[4:], 2, axis=0))
     with pytest.raises(ConfigError, match="oracle_task"):
         cfg.load_config({**TINY, "meta": {"oracle_task": True}})
+
+
+def test_training_never_reads_a_held_out_tasks_data(tiny_meta_dt, tmp_path):
+    """A dataset of every task, the held-out tasks' episodes poisoned (huge rewards, states far
+    away): the Meta-DT trained from it, through the dataset path, is bit-identical to the one
+    given the training tasks' episodes alone (world model, z table, DT, state statistics)."""
+    from seqrl.data import DatasetMeta, save_dataset
+
+    family = PointRobot(num_train=4, num_test=2)
+    traj, tasks = _random_multitask_data(family, 3)
+    held_out = tasks >= 4
+    poison = lambda x, v: np.where(held_out.reshape(-1, *[1] * (x.ndim - 1)), v, np.asarray(x))
+    traj = traj.replace(
+        rewards=poison(traj.rewards, 1e4),
+        obs=poison(traj.obs, 500.0),
+        final_obs=poison(traj.final_obs, 500.0),
+    )
+    space = family.action_space(family.default_params)
+    meta = DatasetMeta(
+        "meta/PointRobot",
+        family.observation_space(None),
+        space,
+        info={"episode_tasks": [int(t) for t in tasks]},
+    )
+    path = save_dataset(tmp_path / "poisoned-v0", traj, meta)
+    trainer = meta_dt.make_trainer(cfg.load_config({**TINY, "dataset": str(path)}))
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    assert np.asarray(trainer.data.tasks).max() == 3
+    got, want = jax.tree.leaves(state), jax.tree.leaves(tiny_meta_dt["state"])
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
