@@ -164,7 +164,7 @@ class MetaAgent:
     def _self_guided_prompt(self, state, lanes: LaneShapes, traj: dict, key) -> Window:
         """The highest-error length-k segment of each lane's own zero-shot episode (a random
         one with ``meta.prompt: random``), in the model's units."""
-        kp, h = self.config.meta.prompt_length, self.config.world_model.horizon
+        kp, wmc = self.config.meta.prompt_length, self.config.world_model
         normalize = lambda obs: (obs - state.obs_mean) / state.obs_std
         obs_n, next_n = normalize(traj["obs"]), normalize(traj["next_obs"])
         a, r, valid = traj["actions"], traj["rewards"], traj["valid"]
@@ -174,7 +174,9 @@ class MetaAgent:
         )
         t = jnp.arange(length)
         ctx = jax.vmap(
-            lambda o, aa, rr, nn: jax.vmap(lambda tt: context_at(o, aa, rr, nn, tt, h))(t)
+            lambda o, aa, rr, nn: jax.vmap(
+                lambda tt: context_at(o, aa, rr, nn, tt, wmc.horizon, wmc.freeze_at)
+            )(t)
         )(obs_n, a_wm, r, next_n)
         err = self.world_model.apply(
             state.wm_params, ctx, obs_n, a_wm, r, next_n, method=WorldModel.errors
@@ -256,10 +258,13 @@ class MetaAgent:
 
     def _act(self, state, lanes: LaneShapes, deterministic: bool, truth=None):
         """``act(carry, obs, first, key) -> (carry, action)`` (a policy step of
-        :func:`seqrl.evaluate.rollout`): z from the context of the last h transitions, the step
-        appended to the DT's context, the action of its last token."""
+        :func:`seqrl.evaluate.rollout`): z from the context of the last h transitions (held from
+        step ``world_model.freeze_at`` on), the step appended to the DT's context, the action of
+        its last token, or the scripted ``meta.opening``'s during its first steps."""
         m, n = self.config.meta, lanes.lanes
         uses_z = m.context or m.oracle_task
+        freeze_at = self.config.world_model.freeze_at
+        opening = jnp.asarray(m.opening, jnp.float32).reshape(-1, *lanes.action_shape)
 
         def act(carry, obs, first, key):
             carry = dict(carry)
@@ -269,6 +274,8 @@ class MetaAgent:
                 names = ("ctx_obs", "ctx_actions", "ctx_rewards", "ctx_mask", "ctx_next_obs")
                 ctx = Context(*(carry[name] for name in names))
                 z = self.encode(state.wm_params, ctx, (n,))
+                if freeze_at:  # z_T from step T on
+                    z = jnp.where((t > freeze_at)[:, None], carry["z"][:, -1], z)
             obs_n = (obs - state.obs_mean) / state.obs_std
             carry["obs"] = _push(carry["obs"], obs_n)
             blank = jnp.zeros((n, *lanes.action_shape), lanes.action_dtype)
@@ -285,6 +292,9 @@ class MetaAgent:
                 carry["prompt"] if m.prompt != "none" else None,
             )
             action = (dist.mode() if deterministic else dist.sample(key))[:, -1]
+            if len(m.opening):
+                scripted = opening[jnp.minimum(t, len(m.opening) - 1)]
+                action = jnp.where((t < len(m.opening))[:, None], scripted, action)
             carry["actions"] = carry["actions"].at[:, -1].set(action)
             return carry, action
 

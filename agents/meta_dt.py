@@ -83,6 +83,20 @@ class MetaConfig:
     )
     prompt_length: int = option(5, "prompt segment length k (steps)", ge=1)
     prompt_warmup: int = option(0, "updates trained without a prompt first", ge=0)
+    prompt_dropout: float = option(
+        0.0,
+        "share of training windows (after the warmup) that get no prompt, so that the DT also "
+        "acts well without one, as zero-shot evaluation asks of it",
+        ge=0,
+        le=1,
+    )
+    opening: tuple[tuple[float, ...], ...] = option(
+        (),
+        "scripted first actions at evaluation, before the DT acts (continuous actions): the "
+        "dataset's opening (seqrl collect --opening), a task-independent probe whose outcome "
+        "carries the task, repeated exactly; must equal the dataset's (empty: the DT acts from "
+        "the first step)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,14 +346,18 @@ class Learner:
 
     def contexts(self, data: MetaData, ep: jax.Array, t: jax.Array) -> Context:
         """Context of step ``t`` of episode ``ep`` (any matching shapes)."""
-        h = self.config.world_model.horizon
+        h, freeze = self.config.world_model.horizon, self.config.world_model.freeze_at
         obs, act, rew, nxt = data.windows.obs, data.actions_wm, data.rewards, data.next_obs
-        return jax.vmap(lambda e, tt: context_at(obs[e], act[e], rew[e], nxt[e], tt, h))(
+        return jax.vmap(lambda e, tt: context_at(obs[e], act[e], rew[e], nxt[e], tt, h, freeze))(
             ep.reshape(-1), t.reshape(-1)
         )
 
     def encode(self, wm_params, ctx: Context, shape) -> jax.Array:
-        z = self.world_model.apply(wm_params, ctx, method=WorldModel.encode)
+        """The task vector z the DT reads: the encoder's, standardized with the training
+        table's statistics (``wm_params["z_norm"]``, once they exist)."""
+        z = self.world_model.apply({"params": wm_params["params"]}, ctx, method=WorldModel.encode)
+        if "z_norm" in wm_params:
+            z = (z - wm_params["z_norm"]["shift"]) / wm_params["z_norm"]["scale"]
         return jax.lax.stop_gradient(z).reshape(*shape, -1)
 
     def segment_errors(self, wm_params, data: MetaData) -> jax.Array:
@@ -363,7 +381,10 @@ class Learner:
 
     def world_model_parts(self, key, data: MetaData):
         """``(wm_params, wm_loss, segment weights, z_table)``: the world model trained on the
-        data (when the config uses one), its segment errors and every step's task vector."""
+        data (when the config uses one), its segment errors and every step's task vector,
+        standardized like the states: z's per-dimension mean and std over the training steps
+        join ``wm_params`` (the raw z, with means up to 2 and stds of 0.05-0.5, left the DT
+        far below the task-oracle DT on PointRobot; docs/results.md)."""
         wmc = self.config.world_model
         if not self.config.uses_world_model:
             weights = jnp.ones(data.segments.shape[0])
@@ -383,7 +404,13 @@ class Learner:
         n, length = data.rewards.shape
         ep, t = jnp.repeat(jnp.arange(n), length), jnp.tile(jnp.arange(length), n)
         z_table = self.encode(wm_params, self.contexts(data, ep, t), (n, length))
-        return wm_params, losses[-100:].mean(), self.segment_errors(wm_params, data), z_table
+        valid = (jnp.arange(length)[None] < data.windows.lengths[:, None])[..., None]
+        count = valid.sum()
+        shift = (z_table * valid).sum((0, 1)) / count
+        scale = jnp.sqrt((((z_table - shift) ** 2) * valid).sum((0, 1)) / count) + 1e-3
+        errors = self.segment_errors(wm_params, data)
+        wm_params = {**wm_params, "z_norm": {"shift": shift, "scale": scale}}
+        return wm_params, losses[-100:].mean(), errors, (z_table - shift) / scale
 
     def init(self, key: jax.Array, data: MetaData, obs_mean, obs_std, target) -> LearnerState:
         """The world model first (trained, then frozen), then the DT's parameters."""
@@ -428,8 +455,9 @@ class Learner:
             data.prompts, seg[:, 0], seg[:, 1], m.prompt_length
         )
         if state is not None:
-            on = (state.update_step >= m.prompt_warmup).astype(jnp.float32)
-            prompt = prompt.replace(mask=prompt.mask * on)
+            kept = jax.random.uniform(jax.random.fold_in(key, 1), (batch,)) >= m.prompt_dropout
+            on = (state.update_step >= m.prompt_warmup) & kept
+            prompt = prompt.replace(mask=prompt.mask * on[:, None].astype(jnp.float32))
         return prompt
 
     def sample(self, key, data: MetaData, batch: int, state: LearnerState | None):
@@ -487,13 +515,35 @@ def _learner(config: Config, family) -> Learner:
     return Learner(config, model, world_model, *make_optimizer(config.dt))
 
 
+def _check_opening(config: Config, family, recorded: list | None) -> None:
+    """A ``meta.opening`` fits the action space and is the dataset's own opening (``recorded``;
+    None: trajectories given directly, nothing recorded to compare). None given: the DT acts
+    from the first step (and imitates any opening the data has)."""
+    from seqrl.collection import check_opening
+
+    opening = config.meta.opening
+    if opening:
+        try:
+            check_opening(opening, family.action_space(family.default_params))
+        except UserError as e:
+            raise ConfigError(f"config key 'meta.opening': {e}") from None
+    mine = [list(a) for a in opening]
+    if opening and recorded is not None and mine != [list(a) for a in recorded]:
+        raise ConfigError(
+            f"config key 'meta.opening': {mine} is not the opening of "
+            f"dataset {config.dataset} ({recorded}): the agent must repeat the data's probe"
+        )
+
+
 def _training_data(config: Config, family, trajectories: Any | None):
     """The training tasks' episodes and their tasks (read from ``config.dataset`` unless
-    given), checked against the family's observations."""
+    given), checked against the family's observations and ``meta.opening``."""
     if trajectories is None:
-        trajectories, tasks, _ = load_meta_dataset(config.dataset, family, "train")
+        trajectories, tasks, meta = load_meta_dataset(config.dataset, family, "train")
+        _check_opening(config, family, meta.info.get("opening", []))
     else:
         trajectories, tasks = trajectories
+        _check_opening(config, family, None)
     obs_shape = tuple(family.observation_space(family.default_params).shape)
     if tuple(trajectories.obs.shape[2:]) != obs_shape:
         raise ConfigError(
@@ -573,9 +623,9 @@ def task_vectors(trainer: Trainer, state: LearnerState, trajectories: Any) -> ja
     space = agent.family.action_space(agent.family.default_params)
     actions = _one_hot_actions(jnp.asarray(trajectories.actions), space)
     rewards = jnp.asarray(trajectories.rewards, jnp.float32)
-    h = agent.config.world_model.horizon
+    h, freeze = agent.config.world_model.horizon, agent.config.world_model.freeze_at
     steps = jnp.arange(length)
-    ctx = jax.vmap(lambda o, a, r, s2: jax.vmap(lambda t: context_at(o, a, r, s2, t, h))(steps))(
-        obs, actions, rewards, next_obs
-    )
+    ctx = jax.vmap(
+        lambda o, a, r, s2: jax.vmap(lambda t: context_at(o, a, r, s2, t, h, freeze))(steps)
+    )(obs, actions, rewards, next_obs)
     return agent.encode(state.wm_params, ctx, (n, length))

@@ -49,6 +49,14 @@ class WorldModelConfig:
         "task inference when the data moves straight at the goal)",
     )
     queries: int = option(8, "transitions decoded per context when decode is 'task'", ge=1)
+    freeze_at: int = option(
+        0,
+        "0: z_t from the h transitions before every step t (the reference); T > 0: from step T "
+        "on z stays z_T (transitions T-h .. T-1), in training and acting alike. With a scripted "
+        "probe of T = h steps (meta.opening) z reads only the probe, so the agent's own later "
+        "behaviour, unlike the data's, cannot move it",
+        ge=0,
+    )
     steps: int = option(5000, "gradient steps (trained before the DT, inside init)", ge=1)
     batch_size: int = option(128, "transitions per step", ge=1)
     lr: float = option(1e-3, "Adam learning rate", gt=0)
@@ -140,8 +148,13 @@ class WorldModel(nn.Module):
         return err
 
 
-def context_at(obs, actions, rewards, next_obs, t: jax.Array, horizon: int) -> Context:
-    """The context of step ``t`` of ONE episode (arrays ``[L, ...]``): transitions t-h .. t-1."""
+def context_at(
+    obs, actions, rewards, next_obs, t: jax.Array, horizon: int, freeze_at: int = 0
+) -> Context:
+    """The context of step ``t`` of ONE episode (arrays ``[L, ...]``): transitions t-h .. t-1
+    (with ``freeze_at`` T > 0: those of step min(t, T))."""
+    if freeze_at:
+        t = jnp.minimum(t, freeze_at)
     j = t - horizon + jnp.arange(horizon)
     valid = j >= 0
     jj = jnp.clip(j, 0, obs.shape[0] - 1)
@@ -195,7 +208,7 @@ def train_world_model(
         t = steps_of(k_t, ep)
         ctx = jax.vmap(
             lambda e, tt: context_at(
-                obs[e], actions[e], rewards[e], next_obs[e], tt, config.horizon
+                obs[e], actions[e], rewards[e], next_obs[e], tt, config.horizon, config.freeze_at
             )
         )(ep, t)
         target = (obs[ep, t], actions[ep, t], rewards[ep, t], next_obs[ep, t])

@@ -67,7 +67,7 @@ def _scores(work: Path, dataset: str, args) -> dict[str, np.ndarray]:
         "dt": {"embed_dim": 64, "num_layers": 1, "warmup_steps": 100},
         "world_model": {"steps": 1500, **({"decode": args.decode} if args.decode else {})},
         "loop": {"num_chunks": 1},
-        "meta": {"prompt_warmup": 100},
+        "meta": {"prompt_warmup": 100, "opening": args.opening},
     }
     scores = {}
     for name in AGENTS:
@@ -154,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--opening",
-        type=float,
         nargs="+",
         default=None,
-        help="every episode's first actions, flattened (x y x y ...): a fixed probe",
+        help="every episode's first actions, flattened (x y x y ...): a fixed probe that the "
+        "agents repeat (default: the config's meta.opening; 'none': no probe)",
     )
     parser.add_argument(
         "--decode",
@@ -170,8 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
-    if args.opening:
-        args.opening = np.reshape(args.opening, (-1, 2)).tolist()
+    if args.opening is None:
+        from seqrl.config import load_config
+
+        config = load_config(CONFIGS / "meta_dt.yaml")
+        args.opening = [list(a) for a in config.meta.opening]
+    elif args.opening == ["none"]:
+        args.opening = []
+    else:
+        args.opening = np.reshape(np.asarray(args.opening, float), (-1, 2)).tolist()
     start = time.perf_counter()
     experts, data = _data(args.work, args)
     scores = _scores(args.work, str(data.path), args)

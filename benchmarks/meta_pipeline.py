@@ -178,16 +178,18 @@ def collect_data(fam: Family, out: Path, episodes: int, step: Steps, quick_ppo: 
     """1. data sources, 2. data: the training and expert datasets under ``out`` (from the
     family's scripted policy, or from one PPO run over all tasks), made where missing. The
     training data is the medium checkpoint's, or with ``fam.train_noise`` the experts' with
-    action noise (exploratory data)."""
+    action noise (exploratory data); every episode starts with the configs' ``meta.opening``
+    (a scripted probe the agents repeat at evaluation), where they set one."""
+    from seqrl.api import resolve_config
     from seqrl.collection import collect, collect_scripted
 
     noisy = bool(fam.train_noise)
     train_data = out / f"{fam.dataset_stem}-{'noisy' if noisy else 'medium'}-v0"
     expert = out / f"{fam.dataset_stem}-expert-v0"
+    agent_config = resolve_config(str(fam.configs / "meta_dt.yaml"))
+    opening = [list(a) for a in agent_config.meta.opening] or None
     if fam.scripted_env:
-        from seqrl.api import resolve_config
-
-        env_kwargs = dict(resolve_config(str(fam.configs / "meta_dt.yaml")).env_kwargs)
+        env_kwargs = dict(agent_config.env_kwargs)
         for quality, path in (("medium", train_data), ("expert", expert)):
             if not path.exists():
                 step(
@@ -213,7 +215,7 @@ def collect_data(fam: Family, out: Path, episodes: int, step: Steps, quick_ppo: 
             step(
                 f"collect {name}",
                 lambda q=quality, p=path, n=noise: collect(
-                    experts, episodes, p, quality=q, noise=n
+                    experts, episodes, p, quality=q, noise=n, opening=opening
                 ),
             )
     return train_data, expert

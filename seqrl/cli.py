@@ -214,8 +214,8 @@ def _add_collect(sub) -> None:
         default=None,
         metavar="A;A;...",
         help="trained runs, continuous actions: every episode's first actions, the same for "
-        "all and perturbed by --noise like the policy's (e.g. 1,0;0,1;-1,0: a probe before the "
-        "policy acts, so that experts' data also shows exploration)",
+        "all and exact (--noise starts after it; e.g. 1,0;0,1;-1,0: a probe before the policy "
+        "acts, so that experts' data also shows exploration; Meta-DT's meta.opening repeats it)",
     )
 
 

@@ -141,9 +141,9 @@ def rollout(
     recorded as truncated at its last step). ``noise``: epsilon-random actions (discrete) or
     Gaussian noise of that std (continuous; actions are then clipped to the space), a number or
     one per env. ``opening`` (``[K, *action shape]``): every episode's first K actions before
-    the policy takes over, perturbed by the lane's noise like the policy's (exact at noise 0:
-    a noisy opening makes the probe's outcomes vary, so a task encoder trained on the data does
-    not break on the small deviations of an agent that imitates it).
+    the policy takes over, exact at every noise level (a scripted probe that an agent repeats
+    exactly at evaluation, Meta-DT's ``meta.opening``; measured: a noisy opening, which an agent
+    imitating it would reproduce only roughly, did not help Meta-DT, docs/results.md).
     """
     venv, params = actor.env(state, num_envs)
     normalize = lambda obs: obs
@@ -151,9 +151,9 @@ def rollout(
         normalize, venv = venv.stats.normalize, venv.env
     space = venv.action_space(params)
     policy, carry = actor.policy(state, deterministic), actor.initial_carry(num_envs)
+    policy = _perturbed(policy, space, noise, normalize)
     if opening is not None and len(opening):
         policy, carry = _with_opening(policy, opening), (carry, jnp.zeros(num_envs, jnp.int32))
-    policy = _perturbed(policy, space, noise, normalize)
     out = seqrl_rollout(policy, carry, venv, params, key, max_len, record=_record)
     steps, finished, last = out["steps"], out["finished"], out["last_obs"]
     # episodes still running after max_len steps end there, truncated

@@ -127,6 +127,13 @@ def test_context_never_sees_step_t_or_later():
     empty = Context(zeros(4, 3), zeros(4, 2), zeros(4), zeros(4), zeros(4, 3))
     z_empty = np.asarray(encode(empty))
     np.testing.assert_array_equal(z_empty, np.asarray(encode(context_at(obs, act, rew, nxt, 0, 4))))
+    # freeze_at T = 6: from step 6 on, the context of step 6 (transitions 2..5); before, unchanged
+    for t in (3, 6, 7, 9):
+        frozen = context_at(obs, act, rew, nxt, jnp.asarray(t), 4, freeze_at=6)
+        want = context_at(obs, act, rew, nxt, jnp.asarray(min(t, 6)), 4)
+        for got, expected in zip(jax.tree.leaves(frozen), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    np.testing.assert_array_equal(np.asarray(frozen.rewards), np.asarray(rew[2:6]))
 
 
 def test_prompt_selection_picks_the_maximum_error_window():
@@ -451,6 +458,10 @@ def test_task_vectors_of_any_episodes_match_the_training_z(tiny_meta_dt):
     # the training episodes: exactly the z the DT was trained with
     z = meta_dt.task_vectors(trainer, state, tiny_meta_dt["train"])
     np.testing.assert_allclose(np.asarray(z), np.asarray(state.z_table), atol=1e-5)
+    # standardized over the training steps (every tiny episode is 20 steps long)
+    table = np.asarray(state.z_table).reshape(-1, 16)
+    np.testing.assert_allclose(table.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(table.std(0), 1.0, atol=0.05)
     # held-out episodes: one z per step; step 0 has an empty context, the same for every task
     z_test = np.asarray(meta_dt.task_vectors(trainer, state, tiny_meta_dt["test"]))
     assert z_test.shape == (6, 20, 16) and np.all(np.isfinite(z_test))
@@ -527,3 +538,59 @@ def test_training_never_reads_a_held_out_tasks_data(tiny_meta_dt, tmp_path):
     assert len(got) == len(want)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_scripted_opening_and_z_frozen_after_it(tiny_meta_dt, tmp_path):
+    """``meta.opening`` + ``world_model.freeze_at``: acting, every lane's first actions are
+    exactly the opening, then the DT's; z stops moving at step T, in the training z table and
+    online alike (the online z is the offline one of the agent's own episodes); an opening that
+    does not fit the actions, or is not the dataset's, is a config error naming the key."""
+    from seqrl.data import DatasetMeta, save_dataset
+
+    opening = [[1.0, 0.0], [0.0, -1.0]]
+    frozen = {**TINY, "meta": {"prompt_length": 3, "opening": opening}}
+    frozen["world_model"] = {**TINY["world_model"], "freeze_at": 2}
+    data = (tiny_meta_dt["train"], tiny_meta_dt["train_tasks"])
+    trainer = meta_dt.make_trainer(cfg.load_config(frozen), data)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    table = np.asarray(state.z_table)
+    np.testing.assert_array_equal(table[:, 2:], np.broadcast_to(table[:, 2:3], table[:, 2:].shape))
+    assert not np.allclose(table[:, 1], table[:, 2])
+    family = trainer.meta.family
+    fns = _lanes(trainer.meta, state)
+    carry = fns.initial_carry(fns.empty_prompt())
+    run = jax.jit(lambda key: rollout(family, fns.params, key, fns.act, fns.observe, carry, 20))
+    final, traj, _ = run(jax.random.PRNGKey(3))
+    actions = np.asarray(traj["actions"])
+    np.testing.assert_array_equal(actions[:, :2], np.broadcast_to(opening, (4, 2, 2)))
+    assert not np.allclose(actions[:, 2], opening[-1])
+    z_online = np.asarray(final["z"])  # the last K = 4 steps' z: all z_2
+    np.testing.assert_array_equal(z_online, np.broadcast_to(z_online[:, :1], z_online.shape))
+    own = rollout_trajectories(traj, 20)
+    z_offline = np.asarray(meta_dt.task_vectors(trainer, state, own))
+    np.testing.assert_allclose(z_online, z_offline[:, -4:], atol=1e-6)
+    with pytest.raises(ConfigError, match=r"'meta.opening': opening: each action must have sha"):
+        meta_dt.make_trainer(cfg.load_config({**frozen, "meta": {"opening": [[1.0]]}}), data)
+    space = family.action_space(family.default_params)
+    info = {"episode_tasks": [int(t) for t in data[1]], "opening": [[0.5, 0.5]]}
+    meta = DatasetMeta("meta/PointRobot", family.observation_space(None), space, info=info)
+    path = save_dataset(tmp_path / "probe-v0", data[0], meta)
+    with pytest.raises(ConfigError, match=r"'meta.opening': .* is not the opening of dataset"):
+        meta_dt.make_trainer(cfg.load_config({**frozen, "dataset": str(path)}))
+
+
+def test_prompt_dropout_leaves_that_share_of_windows_without_a_prompt(tiny_meta_dt):
+    """``meta.prompt_dropout``: after the warmup, the share of training windows whose prompt is
+    masked out (none at 0, all at 1, about half at 0.5); during the warmup every one is."""
+    data = (tiny_meta_dt["train"], tiny_meta_dt["train_tasks"])
+    state = tiny_meta_dt["state"]
+    for dropout, lo, hi in ((0.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.5, 0.4, 0.6)):
+        meta = {"prompt_length": 3, "prompt_dropout": dropout, "prompt_warmup": 2}
+        trainer = meta_dt.make_trainer(cfg.load_config({**TINY, "meta": meta}), data)
+        sample = jax.jit(lambda k, s, t=trainer: t.internals.sample(k, t.data, 512, s))
+        _, _, prompt = sample(jax.random.PRNGKey(0), state.replace(update_step=jnp.asarray(2)))
+        prompted = np.asarray(prompt.mask).max(1)
+        assert set(np.unique(prompted)) <= {0.0, 1.0}
+        assert lo <= prompted.mean() <= hi, (dropout, prompted.mean())
+        _, _, warm = sample(jax.random.PRNGKey(0), state.replace(update_step=jnp.asarray(1)))
+        assert np.asarray(warm.mask).max() == 0.0
