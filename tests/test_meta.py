@@ -594,3 +594,68 @@ def test_prompt_dropout_leaves_that_share_of_windows_without_a_prompt(tiny_meta_
         assert lo <= prompted.mean() <= hi, (dropout, prompted.mean())
         _, _, warm = sample(jax.random.PRNGKey(0), state.replace(update_step=jnp.asarray(1)))
         assert np.asarray(warm.mask).max() == 0.0
+
+
+PROBE = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]
+
+
+def _probe_then_random_data(family, per_task: int):
+    """Episodes of every task: the scripted probe, then uniformly random actions (behaviour
+    that says nothing about the goal), task-major."""
+    space = family.action_space(family.default_params)
+    probe = jnp.asarray(PROBE)
+
+    def act(t, obs, first, key):
+        t = jnp.where(first, 0, t)
+        random = jax.vmap(space.sample)(jax.random.split(key, obs.shape[0]))
+        scripted = probe[jnp.minimum(t, len(PROBE) - 1)]
+        return t + 1, jnp.where((t < len(PROBE))[:, None], scripted, random)
+
+    params = lane_params(family, family.split("all"), per_task)
+    n = (family.num_train + family.num_test) * per_task
+    steps = jnp.zeros(n, jnp.int32)
+    run = jax.jit(lambda key: rollout(family, params, key, act, lambda c, *_: c, steps, 20))
+    _, traj, _ = run(jax.random.PRNGKey(0))
+    tasks = np.repeat(np.arange(family.num_train + family.num_test), per_task)
+    return rollout_trajectories(traj, 20), tasks
+
+
+def test_z_read_from_the_probe_locates_held_out_goals():
+    """A tiny Meta-DT (the trainer's own init: world model with task decoding, z frozen after a
+    3-step probe, standardized) on 40 training goals' episodes, each the probe then random
+    actions: a linear probe from z (at the episode's last step) to the goal, fitted on the
+    training goals, reads the 10 held-out goals with R^2 >= 0.8. The later, random part of the
+    episode carries no goal, so an encoder that read it (z not frozen) or a context that missed
+    the probe's rewards would fail here."""
+    family = PointRobot(num_train=40, num_test=10)
+    traj, tasks = _probe_then_random_data(family, 3)
+    pick = lambda rows: jax.tree.map(lambda x: np.asarray(x)[rows], traj)
+    train = tasks < 40
+    config = {
+        **TINY,
+        "env_kwargs": {"num_train": 40, "num_test": 10},
+        "meta": {"prompt": "none", "opening": PROBE},
+        "world_model": {
+            "horizon": 3,
+            "freeze_at": 3,
+            "decode": "task",
+            "latent_dim": 16,
+            "gru_dim": 64,
+            "hidden_dim": 32,
+            "steps": 400,
+            "batch_size": 64,
+            "context_actions": False,
+            "context_next_state": True,
+        },
+    }
+    trainer = meta_dt.make_trainer(cfg.load_config(config), (pick(train), tasks[train]))
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    goals = np.asarray(family.split("all"))
+    encode = jax.jit(lambda t: meta_dt.task_vectors(trainer, state, t)[:, -1])
+    z_train, z_test = np.asarray(encode(pick(train))), np.asarray(encode(pick(~train)))
+    design = lambda z: np.c_[z, np.ones(len(z))]
+    weights, *_ = np.linalg.lstsq(design(z_train), goals[tasks[train]], rcond=None)
+    truth = goals[tasks[~train]]
+    residual = ((design(z_test) @ weights - truth) ** 2).sum()
+    r2 = 1 - residual / ((truth - truth.mean(0)) ** 2).sum()
+    assert r2 >= 0.8, r2
