@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -256,7 +257,7 @@ def agent_rows(fam: Family, out: Path, medium: Path, expert: Path, step: Steps, 
             _evaluate(
                 ONLINE_LABEL,
                 run_dir,
-                "meta-dt",
+                "in-context",
                 eval_meta,
                 step,
                 reference=str(expert),
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "step_seconds": step.timings,
         "rows": rows,
         "statistics": statistics(rows),
+        "probe_ceiling": probe_ceiling(out),
     }
     section = _markdown(fam, report)
     print(section)
@@ -328,7 +330,51 @@ def budgets(out: Path, episodes: int) -> dict:
         "episodes_per_task": episodes,
         "dt_updates": meta["total_updates"],
         "world_model_steps": meta["world_model"]["steps"],
+        "opening": meta.get("meta", {}).get("opening", []),
+        "dt_size": {k: meta["dt"].get(k) for k in ("embed_dim", "num_layers", "context")},
     }
+
+
+def probe_ceiling(out: Path) -> dict | None:
+    """The normalized score, per held-out task, of the family's oracle policy that first plays
+    the configs' scripted probe (``meta.opening``): the ceiling of any agent that runs the probe
+    (PointRobot-like families: an ``oracle_action`` and a ``time`` step counter in the env
+    state). None where the run has no probe or the family no oracle policy."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from seqrl.config import load_config
+    from seqrl.envs import make_raw
+    from seqrl.evaluate import lane_params, lane_rollout
+
+    config = load_config(out / "meta_dt" / "config.yaml")
+    if not config.meta.opening:
+        return None
+    family = make_raw(config.env, **config.env_kwargs)
+    if not hasattr(family, "oracle_action"):
+        return None
+    probe = jnp.asarray(config.meta.opening, jnp.float32)
+
+    def act_from_state(state):
+        scripted = probe[jnp.minimum(state.time, len(probe) - 1)]
+        return jnp.where(state.time < len(probe), scripted, family.oracle_action(state))
+
+    params = lane_params(family, family.split("test"), 1)
+    returns = lane_rollout(
+        family,
+        params,
+        jax.random.PRNGKey(0),
+        lambda c, o, f, k: (c, o),
+        lambda c, *_: c,
+        (),
+        family.episode_length,
+        act_from_state,
+    )[2]
+    ref = json.loads((out / "meta_dt" / "eval_meta_zero-shot_test.json").read_text())
+    rnd, oracle = np.asarray(ref["random_return"]), np.asarray(ref["oracle_return"])
+    per_task = (np.asarray(returns) - rnd) / (oracle - rnd)
+    return {"per_task_normalized": per_task.tolist(), "normalized_mean": float(per_task.mean())}
 
 
 def _budget_line(b: dict) -> str:
@@ -337,11 +383,24 @@ def _budget_line(b: dict) -> str:
         if b.get("ppo_env_steps_per_task")
         else "scripted policies"
     )
+    size = b.get("dt_size")
+    model = (
+        f" of a {size['num_layers']}-layer, {size['embed_dim']}-wide DT over {size['context']} "
+        "steps"
+        if size
+        else ""
+    )
+    probe = (
+        f" Every episode of the data opens with the scripted probe {b['opening']} "
+        "(`meta.opening`), which every offline agent repeats at evaluation before it acts."
+        if b.get("opening")
+        else ""
+    )
     return (
         f"This run's budgets (from its saved configs): {b['num_train']} training + "
         f"{b['num_test']} held-out tasks, T = {b['episode_length']}; data from {data}, "
-        f"{b['episodes_per_task']} episodes per task per dataset; {b['dt_updates']:,} updates per "
-        f"offline agent (world model: {b['world_model_steps']:,} steps)."
+        f"{b['episodes_per_task']} episodes per task per dataset; {b['dt_updates']:,} updates"
+        f"{model} per offline agent (world model: {b['world_model_steps']:,} steps).{probe}"
     )
 
 
@@ -514,7 +573,13 @@ def _markdown(fam: Family, report: dict) -> str:
     lines += [
         "",
         "Held-out tasks' reference returns (mean over tasks): oracle "
-        f"{sum(oracle) / len(oracle):.2f}, random {sum(rnd) / len(rnd):.2f}.",
+        f"{sum(oracle) / len(oracle):.2f}, random {sum(rnd) / len(rnd):.2f}."
+        + (
+            " The oracle policy after the probe (the ceiling of any agent that runs it): "
+            f"normalized {report['probe_ceiling']['normalized_mean']:.3f}."
+            if report.get("probe_ceiling")
+            else ""
+        ),
         "",
         "Protocols: zero-shot = no demonstrations (Meta-DT: the online context only; Prompt-DT "
         "and DT: no prompt"
