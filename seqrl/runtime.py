@@ -33,7 +33,9 @@ def cache_dir() -> Path | None:
 
 def configure_jax() -> None:
     """Turns on the persistent compilation cache (compiles are slow on CPU; a second run of the
-    same program loads it in a fraction of the time). Idempotent."""
+    same program loads it in a fraction of the time). Programs that compiled in under 0.5 s are
+    not kept unless ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise (the test
+    suite sets 0). Idempotent."""
     global _configured
     if _configured:
         return
@@ -48,7 +50,8 @@ def configure_jax() -> None:
     except OSError:
         return  # an unwritable cache is not worth failing a run for
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:  # JAX's own knob wins
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 

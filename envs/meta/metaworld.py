@@ -39,6 +39,13 @@ ML1_TASKS = ("reach-v3", "push-v3", "pick-place-v3")  # the ML1 tasks registered
 BENCHMARKS = ("ML1", "ML10", "ML45")
 # quality -> std of the Gaussian noise added to the scripted policy's action (then clipped)
 NOISE = {"expert": 0.1, "medium": 1.0}
+# Process-wide, shared by every family object: building a benchmark samples its goals (ML1 ~1 s,
+# ML10 ~35 s) and building an env compiles its MuJoCo model (~0.35 s), while collect, train and
+# eval-meta each open the family anew. Benchmarks are keyed by what draws them; idle envs by
+# their task (class name and Meta-World's task data), so an env is only ever reused for the
+# exact task it was set to, and one in use is out of the pool until it is released.
+_BENCHMARKS: dict[tuple, Any] = {}
+_IDLE: dict[tuple, list[Any]] = {}
 
 
 @struct.dataclass
@@ -104,9 +111,7 @@ class MetaWorldFamily:
         else:  # fixed by the benchmark's classes
             train, test = {"ML10": (10, 5), "ML45": (45, 5)}[benchmark]
             self.num_train, self.num_test = train * tasks_per_class, test * tasks_per_class
-        self._benchmark = None
         self._tasks: list[Any] | None = None
-        self._envs: dict[int, list[Any]] = {}  # task -> idle env instances of that task
         self._policies: dict[str, Any] = {}
 
     @property
@@ -118,16 +123,17 @@ class MetaWorldFamily:
     # -- tasks ----------------------------------------------------------------------------------
 
     def _bench(self):
-        if self._benchmark is None:
+        key = (self.benchmark, self.env_name if self.benchmark == "ML1" else None, self.split_seed)
+        if key not in _BENCHMARKS:
             import metaworld
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if self.benchmark == "ML1":
-                    self._benchmark = metaworld.ML1(self.env_name, seed=self.split_seed)
+                    _BENCHMARKS[key] = metaworld.ML1(self.env_name, seed=self.split_seed)
                 else:
-                    self._benchmark = getattr(metaworld, self.benchmark)(seed=self.split_seed)
-        return self._benchmark
+                    _BENCHMARKS[key] = getattr(metaworld, self.benchmark)(seed=self.split_seed)
+        return _BENCHMARKS[key]
 
     def _task_list(self) -> list[Any]:
         """Every task, train then test (global task index = position)."""
@@ -191,8 +197,12 @@ class MetaWorldFamily:
 
     # -- envs -----------------------------------------------------------------------------------
 
+    def _pool(self, index: int) -> list[Any]:
+        task = self.task(index)
+        return _IDLE.setdefault((task.env_name, task.data), [])
+
     def _env(self, index: int):
-        idle = self._envs.setdefault(index, [])
+        idle = self._pool(index)
         if idle:
             return idle.pop()
         bench, task = self._bench(), self.task(index)
@@ -206,7 +216,7 @@ class MetaWorldFamily:
 
     def _release(self, tasks: np.ndarray, envs: list[Any]) -> None:
         for index, env in zip(tasks, envs):
-            self._envs[int(index)].append(env)
+            self._pool(int(index)).append(env)
 
     @property
     def oracle_name(self) -> str:
