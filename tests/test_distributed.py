@@ -84,6 +84,14 @@ for name, (source, overrides) in cases.items():
         chunks.clear()
         with open(f"{out}/chunk{devices}.json", "w") as f:
             json.dump({"all_reduces": chunk.count(" all-reduce(")}, f)
+# a command line whose `devices` fits none of the axes: its exit code and what it printed
+import contextlib, io
+from seqrl.cli import main
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    code = main(json.loads(sys.argv[3]))
+with open(f"{root}/bad_devices.json", "w") as f:
+    json.dump({"code": code, "stderr": err.getvalue()}, f)
 """
 
 
@@ -148,7 +156,8 @@ def four_devices(tmp_path_factory) -> Path:
         name: (dt_source if source is None else source, overrides)
         for name, (source, overrides, _) in CASES.items()
     }
-    cmd = [sys.executable, "-c", SCRIPT, json.dumps(cases), str(root)]
+    bad = ["train", PPO, *TINY_PPO, "devices=3", "--run-dir", str(root / "bad")]
+    cmd = [sys.executable, "-c", SCRIPT, json.dumps(cases), str(root), json.dumps(bad)]
     done = subprocess.run(cmd, cwd=ROOT, env=FOUR_DEVICES, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return root
@@ -247,13 +256,14 @@ def _one_error_line(capsys) -> str:
     return err
 
 
-def test_devices_that_divide_nothing_are_one_line_error():
-    cmd = [sys.executable, "-m", "seqrl.cli", "train", PPO, *TINY_PPO, "devices=3"]
-    done = subprocess.run(cmd, cwd=ROOT, env=FOUR_DEVICES, capture_output=True, text=True)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr == (
+def test_devices_that_divide_nothing_are_one_line_error(four_devices):
+    """`seqrl train ... devices=3` with 4 devices (run by the 4-device process above)."""
+    done = json.loads((four_devices / "bad_devices.json").read_text())
+    assert done["code"] == 2, done
+    assert done["stderr"] == (
         "seqrl: error: config key 'devices' (3) must divide num_seeds (1) or num_envs (4)\n"
     )
+    assert not (four_devices / "bad" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize(
