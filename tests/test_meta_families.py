@@ -78,8 +78,8 @@ def test_body_param_families_scale_the_brax_system():
 
 
 def test_locomotion_families_have_their_bodies_spaces():
-    """The bodies' sizes; their reset and step are traced against the env contract in
-    tests/test_envs.py (test_contract_shapes_and_dtypes), and a batch of them above."""
+    """The bodies' sizes (by hand); their reset and step are traced against the env contract
+    in tests/test_envs.py (test_contract_shapes_and_dtypes, every meta/ brax body)."""
     for name, obs_dim, act_dim in (("meta/CheetahVel", 17, 6), ("meta/AntDir", 27, 8)):
         env = make_vec(name, 2)
         params = env.default_params
