@@ -35,6 +35,7 @@ from seqrl.data import (
     rollout_trajectories,
     save_dataset,
 )
+from seqrl.envs import make_raw
 from seqrl.envs.core import NormalizeObservation
 from seqrl.envs.spaces import Discrete
 from seqrl.errors import UserError
@@ -133,6 +134,7 @@ def rollout(
     noise: Any = 0.0,
     deterministic: bool = False,
     opening: Any = None,
+    params: Any = None,
 ) -> tuple[Trajectories, jax.Array]:
     """First episode of each of ``num_envs`` envs under one seed's learner ``state`` (jittable).
 
@@ -140,12 +142,15 @@ def rollout(
     ``[num_envs]`` (``EpisodeStatistics``; NaN where ``max_len`` cut the episode, which is then
     recorded as truncated at its last step). ``noise``: epsilon-random actions (discrete) or
     Gaussian noise of that std (continuous; actions are then clipped to the space), a number or
-    one per env. ``opening`` (``[K, *action shape]``): every episode's first K actions before
-    the policy takes over, exact at every noise level (a scripted probe that an agent repeats
-    exactly at evaluation, Meta-DT's ``meta.opening``; measured: a noisy opening, which an agent
-    imitating it would reproduce only roughly, did not help Meta-DT, docs/results.md).
+    one per env. ``params``: env params to act in instead of the learner's own (one task of
+    a family, for a goal-conditioned learner). ``opening`` (``[K, *action shape]``): every
+    episode's first K actions before the policy takes over, exact at every noise level (a
+    scripted probe that an agent repeats exactly at evaluation, Meta-DT's ``meta.opening``;
+    measured: a noisy opening, which an agent imitating it would reproduce only roughly, did not
+    help Meta-DT, docs/results.md).
     """
-    venv, params = actor.env(state, num_envs)
+    venv, own_params = actor.env(state, num_envs)
+    params = own_params if params is None else params
     normalize = lambda obs: obs
     if isinstance(venv, NormalizeObservation):  # record raw observations, act on normalized ones
         normalize, venv = venv.stats.normalize, venv.env
@@ -295,6 +300,12 @@ def _plan(run: Run, quality: str, checkpoint: int | None, episodes: int, seed: i
     return _mixture(medium, latest, episodes), selection
 
 
+def strip_task(traj: Trajectories, width: int) -> Trajectories:
+    """``traj`` without the last ``width`` entries of each observation (the true task that a
+    goal-conditioned learner sees and no offline agent may)."""
+    return traj.replace(obs=traj.obs[..., :-width], final_obs=traj.final_obs[..., :-width])
+
+
 def _gather(
     run: Run,
     plan: list,
@@ -315,12 +326,25 @@ def _gather(
     actor = run.trainer.single.actor
     lane_noise = np.asarray(noise, np.float32)[np.arange(num_envs) % len(noise)]
 
-    def one_learner(state, key):
-        return rollout(actor, state, key, num_envs, max_len, lane_noise, deterministic, opening)[0]
+    def one_learner(state, key, params=None):
+        return rollout(
+            actor, state, key, num_envs, max_len, lane_noise, deterministic, opening, params
+        )[0]
 
+    width = run.observed_task_width
     if run.num_tasks:
         tasks = run.task_indices()
         program = jax.jit(lambda s, k: jax.vmap(one_learner)(s, jax.random.split(k, len(tasks))))
+    elif width:  # one goal-conditioned learner, run on every task of the family in turn
+        family = make_raw(run.config.env, **run.config.env_kwargs)
+        tasks = list(range(family.num_train + family.num_test))
+        params = family.single_task_params(family.split("all"))
+
+        def every_task(s, k):
+            keys = jax.random.split(k, len(tasks))
+            return strip_task(jax.vmap(lambda p, k: one_learner(s, k, p))(params, keys), width)
+
+        program = jax.jit(every_task)
     else:
         tasks = [None]
         program = jax.jit(lambda s, k: jax.tree.map(lambda x: x[None], one_learner(s, k)))
@@ -389,6 +413,14 @@ def _open_checked(run_dir, checkpoint: int | None, noise: tuple[float, ...]):
     return run, latest_state, venv, params
 
 
+def _recorded_space(run: Run, venv: Any, params: Any) -> Any:
+    """The observation space of what is recorded: a goal-conditioned learner's without the
+    task."""
+    if run.observed_task_width:
+        return make_raw(run.config.env, **run.config.env_kwargs).env.observation_space(params)
+    return venv.observation_space(params)
+
+
 def _dataset_info(run, quality, plan, selection, episode_metadata, **how) -> dict:
     """The dataset's ``info``: where it came from and how it was collected (``how``: noise,
     opening, seed, ..., and the return statistics)."""
@@ -409,8 +441,11 @@ def _dataset_info(run, quality, plan, selection, episode_metadata, **how) -> dic
         )
     if selection is not None:
         info["medium_selection"] = selection
-    if run.num_tasks:  # which task each episode is (index into the family's split("all"))
-        info["task_split"] = run.config.tasks
+    if run.observed_task_width:  # a goal-conditioned learner: the task is never recorded
+        info["env_kwargs"].pop("observe_task")
+        info["goal_conditioned"] = True
+    if run.num_tasks or run.observed_task_width:  # each episode's task: its index into the
+        info["task_split"] = run.config.tasks if run.num_tasks else "all"  # split("all")
         info["episode_tasks"] = [m["task"] for m in episode_metadata]
     return info
 
@@ -478,11 +513,15 @@ def collect(
         num_steps=trajectories.num_steps,
         **stats,
     )
-    meta = DatasetMeta(run.config.env, venv.observation_space(params), action_space, info=info)
+    meta = DatasetMeta(run.config.env, _recorded_space(run, venv, params), action_space, info=info)
     checkpoints = ", ".join(f"{role} {step}" for role, step, _ in plan)
     log(
         f"collected {len(episode_metadata)} episodes"
-        + (f" ({episodes} per task x {run.num_tasks} tasks)" if run.num_tasks else "")
+        + (
+            f" ({episodes} per task x {len(set(tasks))} tasks)"
+            if (tasks := info.get("episode_tasks"))
+            else ""
+        )
         + f", {trajectories.num_steps} steps, return "
         f"{stats['return_mean']:.2f} +- {stats['return_std']:.2f} ({quality}: {checkpoints})"
     )

@@ -41,6 +41,16 @@ class Run:
         per_task = self.trainer.per_task
         return None if per_task is None else per_task.num_tasks
 
+    @property
+    def observed_task_width(self) -> int:
+        """Goal-conditioned runs (``env_kwargs.observe_task``): how many trailing entries of each
+        observation are the true task (:class:`seqrl.envs.meta.TaskObserved`); else 0."""
+        if not self.config.env_kwargs.get("observe_task"):
+            return 0
+        from seqrl.envs import make_raw
+
+        return make_raw(self.config.env, **self.config.env_kwargs).task_width
+
     def task_indices(self) -> list[int]:
         """Per-task runs: each learner's task as an index into the family's ``split("all")``
         (training tasks first, then test tasks)."""

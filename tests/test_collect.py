@@ -270,3 +270,38 @@ def test_per_env_noise_and_a_scripted_opening():
     ):
         with pytest.raises(UserError, match=re.escape(message)):
             check_opening(bad, space)
+
+
+def test_a_goal_conditioned_learner_is_collected_on_every_task_without_its_goal(tmp_path):
+    """PPO over PointRobot's training goals with the goal appended to its observations
+    (``env_kwargs.observe_task``): collect runs it on every goal of the family, records each
+    episode's goal index, and never the goal itself. Checked by hand: every reward is
+    ``-||s' - g||`` for the goal the episode's index names, and the recorded observations are
+    the 2-D positions alone."""
+    from seqrl.envs.meta import PointRobot, make_family
+    from seqrl.errors import UserError
+
+    kwargs = {"num_train": 6, "num_test": 3}
+    path = tmp_path / "run"
+    overrides = ["tasks=none", "total_timesteps=320", "loop.num_chunks=1", "loop.tensorboard=false"]
+    overrides += [f"env_kwargs.{k}={v}" for k, v in kwargs.items()] + [
+        "env_kwargs.observe_task=true"
+    ]
+    config = cfg.load_config("configs/meta/point_robot/ppo_per_task.yaml", overrides)
+    run(config, run_dir=path, progress=False, log=lambda _: None)
+    assert open_run(path).observed_task_width == 2
+    out = collect(path, 2, tmp_path / "gc-v0", noise=(0.0, 1.0), log=lambda _: None).path
+
+    data, meta = load_dataset(str(out))
+    info = meta.info
+    assert info["goal_conditioned"] and info["task_split"] == "all"
+    assert info["env_kwargs"] == kwargs  # no offline agent is told to observe the task
+    np.testing.assert_array_equal(info["episode_tasks"], np.repeat(np.arange(9), 2))
+    obs, final = np.asarray(data.obs), np.asarray(data.final_obs)
+    assert obs.shape == (18, 20, 2) and meta.observation_space.shape == (2,)
+    goals = np.asarray(PointRobot(**kwargs).split("all"))[info["episode_tasks"]]
+    after = np.concatenate([obs[:, 1:], final[:, None]], axis=1)  # s' of every step
+    expected = -np.linalg.norm(after - goals[:, None], axis=-1)
+    np.testing.assert_allclose(np.asarray(data.rewards), expected, atol=1e-5)
+    with pytest.raises(UserError, match="observe_task"):
+        make_family("PointRobot", observe_task="yes")

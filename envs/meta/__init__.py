@@ -1,6 +1,13 @@
 """Meta-RL task families (see :mod:`seqrl.envs.meta.core`)."""
 
-from seqrl.envs.meta.core import SPLITS, FamilyParams, TaskFamily, num_tasks, task_at
+from seqrl.envs.meta.core import (
+    SPLITS,
+    FamilyParams,
+    TaskFamily,
+    TaskObserved,
+    num_tasks,
+    task_at,
+)
 from seqrl.envs.meta.locomotion import (
     AntDir,
     BodyParamFamily,
@@ -12,6 +19,7 @@ from seqrl.envs.meta.locomotion import (
 )
 from seqrl.envs.meta.point_robot import PointRobot
 from seqrl.envs.meta.trials import TaskTrials
+from seqrl.errors import UserError
 
 FAMILIES = {
     "PointRobot": PointRobot,
@@ -23,9 +31,17 @@ FAMILIES = {
 }
 
 
-def make_family(name: str, episodes_per_trial: int = 0, **kwargs):
-    """The family ``name`` (``FAMILIES``), in trials of ``episodes_per_trial`` episodes if > 0."""
+def make_family(name: str, episodes_per_trial: int = 0, observe_task: bool = False, **kwargs):
+    """The family ``name`` (``FAMILIES``), in trials of ``episodes_per_trial`` episodes if > 0;
+    ``observe_task``: the true task appended to every observation (:class:`TaskObserved`, a
+    goal-conditioned data generator's input)."""
+    if not isinstance(observe_task, bool):
+        raise UserError(f"env_kwargs 'observe_task' must be true or false, got {observe_task!r}")
+    if observe_task and episodes_per_trial:
+        raise UserError("env_kwargs: observe_task and episodes_per_trial exclude each other")
     family = FAMILIES[name](**kwargs)
+    if observe_task:
+        return TaskObserved(family)
     return TaskTrials(family, episodes_per_trial) if episodes_per_trial else family
 
 
@@ -42,6 +58,7 @@ __all__ = [
     "FamilyParams",
     "PointRobot",
     "TaskFamily",
+    "TaskObserved",
     "TaskTrials",
     "make_family",
     "num_tasks",

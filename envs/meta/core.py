@@ -17,12 +17,15 @@ the first ``num_train`` train and the rest test, so they are reproducible and di
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import struct
 
-from seqrl.envs.core import Environment
+from seqrl.envs.core import Environment, Wrapper
+from seqrl.envs.spaces import Box
 from seqrl.errors import UserError
 
 SPLITS = ("train", "test", "all")
@@ -107,3 +110,52 @@ class TaskFamily(Environment):
         key_task, key_reset = jax.random.split(key)
         index = jax.random.randint(key_task, (), 0, num_tasks(params.tasks))
         return self.reset_task(key_reset, params, task_at(params.tasks, index))
+
+
+def features_of(task: Any) -> jax.Array:
+    """One task (no leading axis) as a flat float vector: its leaves, raveled, concatenated."""
+    return jnp.concatenate([jnp.asarray(x, jnp.float32).reshape(-1) for x in jax.tree.leaves(task)])
+
+
+@struct.dataclass
+class ObservedState:
+    inner: Any
+    features: jax.Array  # the episode's task, flat (``features_of``)
+
+
+class TaskObserved(Wrapper):
+    """A family whose observations end with the episode's true task (``features_of``): the
+    input of a goal-conditioned data generator (``env_kwargs: {observe_task: true}``), one
+    learner over all training tasks. The task is privileged: ``seqrl collect`` strips it from
+    the recorded observations (``task_width``), so no offline agent ever sees it."""
+
+    def __init__(self, family: TaskFamily):
+        super().__init__(family)
+        self.task_width = int(features_of(task_at(family.split("all"), 0)).shape[0])
+
+    @property
+    def name(self) -> str:
+        return self.env.name
+
+    def reset(self, key, params):
+        key_task, key_reset = jax.random.split(key)
+        task = task_at(params.tasks, jax.random.randint(key_task, (), 0, num_tasks(params.tasks)))
+        obs, inner = self.env.reset_task(key_reset, params, task)
+        features = features_of(task)
+        return self._observe(obs, features), ObservedState(inner, features)
+
+    def step(self, key, state, action, params):
+        obs, inner, reward, terminated, truncated, info = self.env.step(
+            key, state.inner, action, params
+        )
+        state = ObservedState(inner, state.features)
+        return self._observe(obs, state.features), state, reward, terminated, truncated, info
+
+    @staticmethod
+    def _observe(obs, features):
+        return jnp.concatenate([obs.reshape(-1).astype(jnp.float32), features])
+
+    def observation_space(self, params) -> Box:
+        inner = self.env.observation_space(params)
+        width = int(math.prod(inner.shape)) + self.task_width
+        return Box.make(-jnp.inf, jnp.inf, (width,))
