@@ -89,9 +89,8 @@ def _z_and_goals(encode, state, traj, goals, h: int):
 
 def _r2(x_fit, y_fit, x, y) -> float:
     """R^2 on (x, y) of the least-squares linear map (with bias) fitted on (x_fit, y_fit)."""
-    design = lambda a: np.c_[a, np.ones(len(a))]
-    weights, *_ = np.linalg.lstsq(design(x_fit), y_fit, rcond=None)
-    residual = ((design(x) @ weights - y) ** 2).sum()
+    predicted = np.asarray(_readout((x_fit, y_fit), (x, y), len(x))["predicted"])
+    residual = ((predicted - y) ** 2).sum()
     return float(1 - residual / ((y - y.mean(0)) ** 2).sum())
 
 
@@ -109,7 +108,7 @@ def _z_probe(work: Path, dataset: str) -> dict:
     policy = seqrl.load(work / "meta_dt")
     state, trainer = policy.seed_state(0), policy.trainer
     family, h = trainer.meta.family, policy.config.world_model.horizon
-    goals = np.asarray(family.split("all"))
+    goals = np.asarray(family.split("all")).reshape(family.num_train + family.num_test, -1)
     encode = jax.jit(lambda s, traj: meta_dt.task_vectors(trainer, s, traj))
     fit = {}
     for split in ("train", "test"):
@@ -127,7 +126,20 @@ def _z_probe(work: Path, dataset: str) -> dict:
         "r2_train_fit": _r2(*fit["train"], *fit["train"]),
         "r2_heldout_data_contexts": _r2(*fit["train"], *fit["test"]),
         "r2_heldout_closed_loop": _r2(*fit["train"], *closed),
+        # the probe's reading of held-out tasks, every step t >= h (for the figure)
+        "heldout_data_contexts": _readout(fit["train"], fit["test"]),
+        "heldout_closed_loop": _readout(fit["train"], closed),
     }
+
+
+def _readout(fitted, read, max_points: int = 2000) -> dict:
+    """The linear probe fitted on ``fitted`` (z, task), read on ``read``: the true and the
+    predicted task of (at most ``max_points``, evenly spaced) steps."""
+    design = lambda a: np.c_[a, np.ones(len(a))]
+    weights, *_ = np.linalg.lstsq(design(fitted[0]), fitted[1], rcond=None)
+    z, task = read
+    keep = np.linspace(0, len(z) - 1, min(max_points, len(z))).astype(int)
+    return {"true": task[keep].tolist(), "predicted": (design(z[keep]) @ weights).tolist()}
 
 
 def _statistics(scores: dict[str, np.ndarray]) -> dict:
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     experts, data = _data(args.work, args)
     scores = _scores(args.work, str(data.path), args)
     probe = _z_probe(args.work, str(data.path))
-    print(f"linear probe z -> goal: {probe}", flush=True)
+    print(f"linear probe z -> goal: { {k: v for k, v in probe.items() if 'r2' in k} }", flush=True)
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.processor() or platform.machine()}, {platform.node()}",

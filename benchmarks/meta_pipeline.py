@@ -69,6 +69,11 @@ class Family:
     # with each task's episodes cycling through these action-noise levels
     train_noise: tuple = ()
     oracle_dt: bool = True  # the task-oracle DT control (needs a JAX task family)
+    # the data source: one PPO learner per task, or one goal-conditioned learner over the
+    # training tasks that sees the task (env_kwargs.observe_task; collect strips it)
+    experts_config: str = "ppo_per_task.yaml"
+    tracking: bool = False  # report the experts' mean |v - v_goal| against a random policy's
+    eval_rounds: int = 4  # eval-meta rounds of num_envs episodes per held-out task and seed
     quick_ppo: tuple = ()
     quick_online: tuple = ()
     notes: str = ""
@@ -106,14 +111,22 @@ FAMILIES = {
             configs=Path("configs/meta/cheetah_vel"),
             dataset_stem="cheetah-vel",
             command="make meta-cheetah-vel",
-            tasks="15 training goal velocities, 5 held-out ones (brax halfcheetah, spring "
+            tasks="15 training goal velocities, 10 held-out ones (brax halfcheetah, spring "
             "backend, T = 200)",
-            oracle="the best expert episode of each goal (its per-task PPO expert)",
+            oracle="the best expert episode of each goal (the goal-conditioned PPO expert)",
             episodes=20,
-            quick_ppo=(("total_timesteps", 4000), ("loop.num_chunks", 2)),
-            notes="Budgets are far below the paper's (35 + 5 goals, one SAC per task for "
-            "~1e6 steps, 100 episodes per task, 100k+ DT updates). No in-context S5-PPO row: "
-            "S5 on brax bodies across the training tasks is beyond this CPU's hour.",
+            train_noise=(0.0, 0.3, 0.6),
+            experts_config="ppo_goal.yaml",
+            tracking=True,
+            eval_rounds=1,
+            quick_ppo=(("total_timesteps", 4096), ("loop.num_chunks", 2)),
+            notes="Data: ONE PPO learner over the 15 training velocities with the goal velocity "
+            "appended to its observations (`env_kwargs.observe_task`), run on every goal "
+            "(training and held-out); `seqrl collect` records the observations without the goal, "
+            "so no offline agent sees it. Budgets are far below the paper's (35 + 5 goals, one "
+            "SAC per task for ~1e6 steps, 100 episodes per task, 100k+ DT updates). No "
+            "in-context S5-PPO row: S5 on brax bodies across the training tasks is beyond this "
+            "CPU's hour.",
         ),
         Family(
             key="ml1-reach",
@@ -203,8 +216,8 @@ def collect_data(fam: Family, out: Path, episodes: int, step: Steps, quick_ppo: 
     experts = out / "ppo-experts"
     if not (experts / "summary.json").exists():
         step(
-            "per-task PPO (all tasks, one run)",
-            lambda: train(fam.configs / "ppo_per_task.yaml", experts, **quick_ppo),
+            "PPO experts (one run)",
+            lambda: train(fam.configs / fam.experts_config, experts, **quick_ppo),
         )
     parts = (
         ("noisy" if noisy else "medium", train_data, "expert" if noisy else "medium"),
@@ -244,7 +257,11 @@ def agent_rows(fam: Family, out: Path, medium: Path, expert: Path, step: Steps, 
                     **quick_dt,
                 ),
             )
-        rows.append(_evaluate(label, run_dir, protocol, eval_meta, step, quick=quick))
+        rows.append(
+            _evaluate(
+                label, run_dir, protocol, eval_meta, step, quick=quick, rounds=fam.eval_rounds
+            )
+        )
     if fam.online:
         run_dir = out / fam.online.removesuffix(".yaml")
         quick_online = dict(fam.quick_online) if quick else {}
@@ -302,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         "statistics": statistics(rows),
         "probe_ceiling": probe_ceiling(out),
     }
+    report["z_probe"] = step("z probe", lambda: z_probe(out, medium))
+    # the figures beside the JSON (a --quick run's in its --out folder)
+    report["figures"] = figures(fam, report, out if args.quick else fam.report_json.parent)
+    if fam.tracking and not args.quick:
+        report["tracking"] = step("velocity tracking", lambda: velocity_tracking(out, expert))
     section = _markdown(fam, report)
     print(section)
     if not args.quick:
@@ -327,6 +349,7 @@ def budgets(out: Path, episodes: int) -> dict:
         "num_test": family.num_test,
         "episode_length": family.episode_length,
         "ppo_env_steps_per_task": experts.get("total_timesteps"),
+        "ppo_goal_conditioned": bool(experts.get("env_kwargs", {}).get("observe_task")),
         "episodes_per_task": episodes,
         "dt_updates": meta["total_updates"],
         "world_model_steps": meta["world_model"]["steps"],
@@ -377,9 +400,160 @@ def probe_ceiling(out: Path) -> dict | None:
     return {"per_task_normalized": per_task.tolist(), "normalized_mean": float(per_task.mean())}
 
 
+def z_probe(out: Path, data: Path) -> dict:
+    """A linear probe from Meta-DT's z (seed 0) to the true task, fitted on the training
+    tasks' data (steps t >= h) and read on the held-out tasks: on their data's contexts and
+    on the agent's own closed-loop episodes (``benchmarks.meta_controls``)."""
+    from benchmarks.meta_controls import _z_probe
+
+    return _z_probe(out, str(data))
+
+
+FIGURE_AGENTS = (  # (label, mode) of the per-task bars
+    (FLOOR_LABEL, "zero-shot"),
+    (ORACLE_LABEL, "zero-shot"),
+    ("Prompt-DT (expert prompt)", "few-shot"),
+    ("Meta-DT", "zero-shot"),
+    ("Meta-DT", "few-shot"),
+)
+
+
+def figures(fam: Family, report: dict, folder: Path) -> dict[str, str]:
+    """``folder``/meta_<family>_tasks.png (each held-out task's normalized score per agent,
+    mean over seeds with its 95% bootstrap interval over seeds) and ..._z_probe.png (the
+    probe's reading of each held-out task against the truth); ``{caption: path}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from seqrl import stats
+
+    stem = folder / fam.report_json.stem
+    by = {r["agent"]: r for r in report["rows"]}
+    shown = [(a, m) for a, m in FIGURE_AGENTS if a in by]
+    tasks = len(by[FLOOR_LABEL]["zero-shot"]["per_task_seed_normalized"])
+    fig, ax = plt.subplots(figsize=(max(8, tasks * 0.6), 4))
+    width = 0.8 / len(shown)
+    for i, (agent, mode) in enumerate(shown):
+        cells = _cells(by[agent], mode)
+        ci = [stats.interval(cells[t : t + 1]) for t in range(tasks)]
+        mid = np.array([c["estimate"] for c in ci])
+        err = np.array([[c["estimate"] - c["low"], c["high"] - c["estimate"]] for c in ci]).T
+        x = np.arange(tasks) + (i - (len(shown) - 1) / 2) * width
+        ax.bar(x, mid, width, yerr=err, capsize=2, label=f"{agent}, {mode}")
+    ax.set(xlabel="held-out task", ylabel="normalized score", xticks=range(tasks))
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize="x-small", ncol=2)
+    ax.set_title(f"{fam.title}: per held-out task (mean over seeds, 95% interval)")
+    out = {"Per held-out task": _save(fig, f"{stem}_tasks.png")}
+    probe = report["z_probe"]
+    dims = len(probe["heldout_data_contexts"]["true"][0])
+    fig, axes = plt.subplots(1, dims, figsize=(4.2 * dims, 4), squeeze=False)
+    for d, ax in enumerate(axes[0]):
+        for key, label in (
+            ("heldout_data_contexts", "data's contexts"),
+            ("heldout_closed_loop", "the agent's own episodes"),
+        ):
+            true = np.asarray(probe[key]["true"])[:, d]
+            ax.scatter(
+                true,
+                np.asarray(probe[key]["predicted"])[:, d],
+                s=4,
+                alpha=0.4,
+                label=f"{label}, R^2 {probe['r2_' + key]:.2f}",
+            )
+        lims = ax.get_xlim()
+        ax.plot(lims, lims, "k--", lw=0.8)
+        ax.set(xlabel=f"true task[{d}]", ylabel="read from z")
+        ax.legend(fontsize="x-small")
+    fig.suptitle(f"{fam.title}: held-out tasks read from Meta-DT's z (linear probe, t >= h)")
+    out["The z probe"] = _save(fig, f"{stem}_z_probe.png")
+    return out
+
+
+def _save(fig, path: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    path = Path(path).resolve()
+    docs = Path("docs").resolve()
+    return str(path.relative_to(docs) if path.is_relative_to(docs) else path)  # results.md's link
+
+
+def velocity_tracking(out: Path, expert: Path) -> dict:
+    """The data source's speed tracking on Cheetah-Vel, per task (training then held-out): its
+    mean |v - v_goal| per step, read from the expert dataset (noise 0) through the reward
+    ``r = -|v - v_goal| - c ||a||^2``, so ``|v - v_goal| = -(r + c ||a||^2)``; against a
+    uniformly random policy's (4 episodes per task, on device). The data depends on the task
+    when the experts' error is a small fraction of the random policy's."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import yaml
+
+    from seqrl.data import load_dataset
+    from seqrl.envs import make_raw
+    from seqrl.envs.meta.locomotion import CONTROL_COST
+
+    traj, meta = load_dataset(str(expert))
+    rewards, actions = np.asarray(traj.rewards), np.asarray(traj.actions)
+    valid = np.arange(rewards.shape[1])[None] < np.asarray(traj.lengths)[:, None]
+    error = -(rewards + CONTROL_COST * np.square(actions).sum(-1))
+    tasks = np.asarray(meta.info["episode_tasks"])
+    config = yaml.safe_load((out / "meta_dt" / "config.yaml").read_text())
+    family = make_raw(config["env"], **config.get("env_kwargs", {}))
+    n = family.num_train + family.num_test
+    experts = [float(error[tasks == i][valid[tasks == i]].mean()) for i in range(n)]
+
+    def random_error(params, key):
+        def step(state, k):
+            action = jax.random.uniform(k, (6,), minval=-1.0, maxval=1.0)
+            _, state, r, *_ = family.step(k, state, action, params)
+            return state, -(r + CONTROL_COST * jnp.sum(action**2))
+
+        def episode(k):
+            state = family.reset(k, params)[1]
+            return jax.lax.scan(step, state, jax.random.split(k, family.episode_length))[1].mean()
+
+        return jax.vmap(episode)(jax.random.split(key, 4)).mean()
+
+    params = family.single_task_params(family.split("all"))
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    random = np.asarray(jax.jit(jax.vmap(random_error))(params, keys)).tolist()
+    ratio = float(np.mean(experts) / np.mean(random))
+    return {
+        "goals": np.asarray(family.split("all")).tolist(),
+        "num_train": family.num_train,
+        "expert_error": experts,
+        "random_error": random,
+        "ratio": ratio,
+    }
+
+
+def _tracking_line(t: dict) -> str:
+    k = t["num_train"]
+    mean = lambda x, s: sum(x[s]) / len(x[s])
+    train, test = slice(0, k), slice(k, None)
+    return (
+        "Data: the experts' mean |v - v_goal| per step (from the expert dataset's rewards) is "
+        f"{mean(t['expert_error'], train):.3f} on the training velocities and "
+        f"{mean(t['expert_error'], test):.3f} on the held-out ones, against "
+        f"{mean(t['random_error'], train):.3f} and {mean(t['random_error'], test):.3f} for "
+        f"uniformly random actions: **{t['ratio']:.2f}** of the random policy's error (the "
+        "target: at most 0.25)."
+    )
+
+
 def _budget_line(b: dict) -> str:
     data = (
-        f"one PPO learner per task for {b['ppo_env_steps_per_task']:,} env steps"
+        f"one goal-conditioned PPO learner over the training tasks, "
+        f"{b['ppo_env_steps_per_task']:,} env steps in all"
+        if b.get("ppo_goal_conditioned")
+        else f"one PPO learner per task for {b['ppo_env_steps_per_task']:,} env steps"
         if b.get("ppo_env_steps_per_task")
         else "scripted policies"
     )
@@ -404,7 +578,7 @@ def _budget_line(b: dict) -> str:
     )
 
 
-def _evaluate(label, run_dir, protocol, eval_meta, step, reference=None, quick=False) -> dict:
+def _evaluate(label, run_dir, protocol, eval_meta, step, reference=None, quick=False, rounds=4):
     row = {"agent": label, "run_dir": str(run_dir)}
     for mode in ("zero-shot", "few-shot"):
         r = step(
@@ -413,7 +587,7 @@ def _evaluate(label, run_dir, protocol, eval_meta, step, reference=None, quick=F
                 run_dir,
                 m,
                 protocol=protocol,
-                rounds=1 if quick else 4,
+                rounds=1 if quick else rounds,
                 reference_dataset=reference,
                 log=lambda _: None,
             ),
@@ -567,6 +741,18 @@ def _markdown(fam: Family, report: dict) -> str:
         lines += ["", _budget_line(report["budgets"])]
     if fam.notes:
         lines += ["", fam.notes]
+    if report.get("tracking"):
+        lines += ["", _tracking_line(report["tracking"])]
+    if report.get("z_probe"):
+        p = report["z_probe"]
+        lines += [
+            "",
+            "The z probe (a linear map from Meta-DT's z to the true task, seed 0, fitted on the "
+            "training tasks' data at steps t >= h): R^2 on the held-out tasks "
+            f"{p['r2_heldout_data_contexts']:.2f} on their data's contexts, "
+            f"{p['r2_heldout_closed_loop']:.2f} on the agent's own zero-shot episodes "
+            f"({p['r2_train_fit']:.2f} on the training data it was fitted on).",
+        ]
     lines += ["", *_table(rows, st)]
     oracle, rnd = rows[0]["oracle_return"], rows[0]["random_return"]
     online = any(r["agent"] == ONLINE_LABEL for r in rows)

@@ -42,6 +42,9 @@ class LocomotionState:
     time: jax.Array
 
 
+CONTROL_COST = 0.05  # Cheetah-Vel's and Cheetah-Dir's cost per unit of ||a||^2
+
+
 class BraxTaskFamily(TaskFamily):
     """A brax body whose reward depends on a hidden task (subclasses: ``sample_task`` and
     ``task_reward``)."""
@@ -117,7 +120,7 @@ class CheetahVel(BraxTaskFamily):
         return jax.random.uniform(key, (), minval=0.0, maxval=self.max_velocity)
 
     def task_reward(self, task, metrics, action):
-        return -jnp.abs(metrics["x_velocity"] - task) - 0.05 * jnp.sum(jnp.square(action))
+        return -jnp.abs(metrics["x_velocity"] - task) - CONTROL_COST * jnp.sum(jnp.square(action))
 
 
 class CheetahDir(BraxTaskFamily):
@@ -140,7 +143,7 @@ class CheetahDir(BraxTaskFamily):
         return jnp.where(jax.random.bernoulli(key), 1.0, -1.0)
 
     def task_reward(self, task, metrics, action):
-        return task * metrics["x_velocity"] - 0.05 * jnp.sum(jnp.square(action))
+        return task * metrics["x_velocity"] - CONTROL_COST * jnp.sum(jnp.square(action))
 
 
 class AntDir(BraxTaskFamily):
