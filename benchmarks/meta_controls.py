@@ -132,7 +132,7 @@ def _z_probe(work: Path, dataset: str) -> dict:
     }
 
 
-def _readout(fitted, read, max_points: int = 2000) -> dict:
+def _readout(fitted, read, max_points: int = 400) -> dict:
     """The linear probe fitted on ``fitted`` (z, task), read on ``read``: the true and the
     predicted task of (at most ``max_points``, evenly spaced) steps."""
     design = lambda a: np.c_[a, np.ones(len(a))]
