@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         "statistics": statistics(rows),
         "probe_ceiling": probe_ceiling(out),
     }
-    report["z_probe"] = step("z probe", lambda: z_probe(out, medium))
+    if not fam.scripted_env:  # the probe's closed loop runs on device (not Meta-World's host)
+        report["z_probe"] = step("z probe", lambda: z_probe(out, medium))
     # the figures beside the JSON (a --quick run's in its --out folder)
     report["figures"] = figures(fam, report, out if args.quick else fam.report_json.parent)
     if fam.tracking and not args.quick:
@@ -448,9 +449,11 @@ def figures(fam: Family, report: dict, folder: Path) -> dict[str, str]:
     ax.legend(fontsize="x-small", ncol=2)
     ax.set_title(f"{fam.title}: per held-out task (mean over seeds, 95% interval)")
     out = {"Per held-out task": _save(fig, f"{stem}_tasks.png")}
+    if "z_probe" not in report:
+        return out
     probe = report["z_probe"]
     dims = len(probe["heldout_data_contexts"]["true"][0])
-    fig, axes = plt.subplots(1, dims, figsize=(4.2 * dims, 4), squeeze=False)
+    fig, axes = plt.subplots(1, dims, figsize=(max(7, 4.2 * dims), 4.2), squeeze=False)
     for d, ax in enumerate(axes[0]):
         for key, label in (
             ("heldout_data_contexts", "data's contexts"),
@@ -468,7 +471,7 @@ def figures(fam: Family, report: dict, folder: Path) -> dict[str, str]:
         ax.plot(lims, lims, "k--", lw=0.8)
         ax.set(xlabel=f"true task[{d}]", ylabel="read from z")
         ax.legend(fontsize="x-small")
-    fig.suptitle(f"{fam.title}: held-out tasks read from Meta-DT's z (linear probe, t >= h)")
+    fig.suptitle(f"{fam.title}: held-out tasks read from Meta-DT's z\n(linear probe, t >= h)")
     out["The z probe"] = _save(fig, f"{stem}_z_probe.png")
     return out
 
