@@ -5,6 +5,7 @@ kept checkpoints. ``seqrl.load``, ``seqrl collect`` and ``seqrl eval-meta`` all 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ class Run:
         per_task = self.trainer.per_task
         return None if per_task is None else per_task.num_tasks
 
-    @property
+    @functools.cached_property
     def observed_task_width(self) -> int:
         """Goal-conditioned runs (``env_kwargs.observe_task``): how many trailing entries of each
         observation are the true task (:class:`seqrl.envs.meta.TaskObserved`); else 0."""
