@@ -87,10 +87,16 @@ def _z_and_goals(encode, state, traj, goals, h: int):
     return z[keep], np.broadcast_to(goals[:, None], (*z.shape[:2], goals.shape[-1]))[keep]
 
 
+def _linear_probe(x_fit, y_fit):
+    """The least-squares linear map (with bias) from x to y fitted on (x_fit, y_fit)."""
+    design = lambda a: np.c_[a, np.ones(len(a))]
+    weights, *_ = np.linalg.lstsq(design(x_fit), y_fit, rcond=None)
+    return lambda x: design(x) @ weights
+
+
 def _r2(x_fit, y_fit, x, y) -> float:
-    """R^2 on (x, y) of the least-squares linear map (with bias) fitted on (x_fit, y_fit)."""
-    predicted = np.asarray(_readout((x_fit, y_fit), (x, y), len(x))["predicted"])
-    residual = ((predicted - y) ** 2).sum()
+    """R^2 on (x, y) of the linear probe fitted on (x_fit, y_fit)."""
+    residual = ((_linear_probe(x_fit, y_fit)(x) - y) ** 2).sum()
     return float(1 - residual / ((y - y.mean(0)) ** 2).sum())
 
 
@@ -135,11 +141,9 @@ def _z_probe(work: Path, dataset: str) -> dict:
 def _readout(fitted, read, max_points: int = 400) -> dict:
     """The linear probe fitted on ``fitted`` (z, task), read on ``read``: the true and the
     predicted task of (at most ``max_points``, evenly spaced) steps."""
-    design = lambda a: np.c_[a, np.ones(len(a))]
-    weights, *_ = np.linalg.lstsq(design(fitted[0]), fitted[1], rcond=None)
     z, task = read
     keep = np.linspace(0, len(z) - 1, min(max_points, len(z))).astype(int)
-    return {"true": task[keep].tolist(), "predicted": (design(z[keep]) @ weights).tolist()}
+    return {"true": task[keep].tolist(), "predicted": _linear_probe(*fitted)(z[keep]).tolist()}
 
 
 def _statistics(scores: dict[str, np.ndarray]) -> dict:

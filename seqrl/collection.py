@@ -35,7 +35,6 @@ from seqrl.data import (
     rollout_trajectories,
     save_dataset,
 )
-from seqrl.envs import make_raw
 from seqrl.envs.core import NormalizeObservation
 from seqrl.envs.spaces import Discrete
 from seqrl.errors import UserError
@@ -336,7 +335,7 @@ def _gather(
         tasks = run.task_indices()
         program = jax.jit(lambda s, k: jax.vmap(one_learner)(s, jax.random.split(k, len(tasks))))
     elif width:  # one goal-conditioned learner, run on every task of the family in turn
-        family = make_raw(run.config.env, **run.config.env_kwargs)
+        family = run.family
         tasks = list(range(family.num_train + family.num_test))
         params = family.single_task_params(family.split("all"))
 
@@ -417,7 +416,7 @@ def _recorded_space(run: Run, venv: Any, params: Any) -> Any:
     """The observation space of what is recorded: a goal-conditioned learner's without the
     task."""
     if run.observed_task_width:
-        return make_raw(run.config.env, **run.config.env_kwargs).env.observation_space(params)
+        return run.family.env.observation_space(params)  # the family inside TaskObserved
     return venv.observation_space(params)
 
 
@@ -518,8 +517,8 @@ def collect(
     log(
         f"collected {len(episode_metadata)} episodes"
         + (
-            f" ({episodes} per task x {len(set(tasks))} tasks)"
-            if (tasks := info.get("episode_tasks"))
+            f" ({episodes} per task x {len(set(info['episode_tasks']))} tasks)"
+            if "episode_tasks" in info
             else ""
         )
         + f", {trajectories.num_steps} steps, return "

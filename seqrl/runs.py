@@ -43,22 +43,25 @@ class Run:
         return None if per_task is None else per_task.num_tasks
 
     @functools.cached_property
+    def family(self) -> Any:
+        """The run's env as built from its config, without wrappers (a task family for meta
+        runs), built once."""
+        from seqrl.envs import make_raw
+
+        return make_raw(self.config.env, **self.config.env_kwargs)
+
+    @property
     def observed_task_width(self) -> int:
         """Goal-conditioned runs (``env_kwargs.observe_task``): how many trailing entries of each
         observation are the true task (:class:`seqrl.envs.meta.TaskObserved`); else 0."""
         if not self.config.env_kwargs.get("observe_task"):
             return 0
-        from seqrl.envs import make_raw
-
-        return make_raw(self.config.env, **self.config.env_kwargs).task_width
+        return self.family.task_width
 
     def task_indices(self) -> list[int]:
         """Per-task runs: each learner's task as an index into the family's ``split("all")``
         (training tasks first, then test tasks)."""
-        from seqrl.envs import make_raw
-
-        family = make_raw(self.config.env, **self.config.env_kwargs)
-        start = family.num_train if self.config.tasks == "test" else 0
+        start = self.family.num_train if self.config.tasks == "test" else 0
         return list(range(start, start + self.num_tasks))
 
 

@@ -107,9 +107,15 @@ class TaskFamily(Environment):
     # -- the protocol ---------------------------------------------------------------------------
 
     def reset(self, key, params):
-        key_task, key_reset = jax.random.split(key)
-        index = jax.random.randint(key_task, (), 0, num_tasks(params.tasks))
-        return self.reset_task(key_reset, params, task_at(params.tasks, index))
+        task, key_reset = draw_task(key, params)
+        return self.reset_task(key_reset, params, task)
+
+
+def draw_task(key: jax.Array, params: Any) -> tuple[Any, jax.Array]:
+    """One of ``params.tasks``, uniformly (the episode's task), and the key left for the reset."""
+    key_task, key_reset = jax.random.split(key)
+    index = jax.random.randint(key_task, (), 0, num_tasks(params.tasks))
+    return task_at(params.tasks, index), key_reset
 
 
 def features_of(task: Any) -> jax.Array:
@@ -133,13 +139,8 @@ class TaskObserved(Wrapper):
         super().__init__(family)
         self.task_width = int(features_of(task_at(family.split("all"), 0)).shape[0])
 
-    @property
-    def name(self) -> str:
-        return self.env.name
-
     def reset(self, key, params):
-        key_task, key_reset = jax.random.split(key)
-        task = task_at(params.tasks, jax.random.randint(key_task, (), 0, num_tasks(params.tasks)))
+        task, key_reset = draw_task(key, params)
         obs, inner = self.env.reset_task(key_reset, params, task)
         features = features_of(task)
         return self._observe(obs, features), ObservedState(inner, features)
