@@ -458,10 +458,19 @@ def test_task_vectors_of_any_episodes_match_the_training_z(tiny_meta_dt):
     # the training episodes: exactly the z the DT was trained with
     z = meta_dt.task_vectors(trainer, state, tiny_meta_dt["train"])
     np.testing.assert_allclose(np.asarray(z), np.asarray(state.z_table), atol=1e-5)
-    # standardized over the training steps (every tiny episode is 20 steps long)
-    table = np.asarray(state.z_table).reshape(-1, 16)
+    # whitened over the training steps (every tiny episode is 20 steps long): centered, and
+    # multiplied by (C + 0.01 tr(C) I)^(-1/2) of the raw z's covariance C
+    table = np.asarray(state.z_table, np.float64).reshape(-1, 16)
     np.testing.assert_allclose(table.mean(0), 0.0, atol=1e-4)
-    np.testing.assert_allclose(table.std(0), 1.0, atol=0.05)
+    norm = state.wm_params["z_norm"]
+    whiten = np.asarray(norm["whiten"], np.float64)
+    raw = table @ np.linalg.inv(whiten) + np.asarray(norm["shift"])
+    var, vecs = np.linalg.eigh(np.cov(raw.T, bias=True))
+    expected = (vecs / np.sqrt(var + 0.01 * var.sum())) @ vecs.T
+    np.testing.assert_allclose(whiten, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
+    # so the whitened z's main directions have unit variance, however unequal they were raw
+    white = np.linalg.eigvalsh(np.cov(table.T, bias=True))
+    assert white.max() < 1.0 and white[-2:].min() > 0.8 and var[-1] / var[-2] > 1.5, (white, var)
     # held-out episodes: one z per step; step 0 has an empty context, the same for every task
     z_test = np.asarray(meta_dt.task_vectors(trainer, state, tiny_meta_dt["test"]))
     assert z_test.shape == (6, 20, 16) and np.all(np.isfinite(z_test))
