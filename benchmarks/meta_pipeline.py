@@ -325,11 +325,25 @@ def main(argv: list[str] | None = None) -> int:
     report["figures"] = figures(fam, report, out if args.quick else fam.report_json.parent)
     if fam.tracking and not args.quick:
         report["tracking"] = step("velocity tracking", lambda: velocity_tracking(out, expert))
+    if not args.quick:
+        report["reused_seconds"] = reused_steps(fam.report_json, step.timings)
     section = _markdown(fam, report)
     print(section)
     if not args.quick:
         write_report(Path("docs/results.md"), fam.report_json, fam.heading, report, section)
     return 0
+
+
+def reused_steps(previous: Path, timings: dict) -> dict:
+    """The steps this run skipped because an earlier run under the same ``--out`` had saved
+    their outputs (data, trained agents), with the seconds they took then (read from the
+    previous report, and its own reused steps): the end-to-end time is this run's wall time
+    plus these."""
+    if not previous.is_file():
+        return {}
+    before = json.loads(previous.read_text())
+    earlier = {**before.get("reused_seconds", {}), **before.get("step_seconds", {})}
+    return {k: v for k, v in earlier.items() if k not in timings}
 
 
 def budgets(out: Path, episodes: int) -> dict:
@@ -726,10 +740,18 @@ def _markdown(fam: Family, report: dict) -> str:
         if fam.train_noise
         else "medium episodes"
     )
+    reused = report.get("reused_seconds") or {}
+    wall = f"{report['wall_seconds'] / 60:.1f} min end to end"
+    if reused:
+        wall = (
+            f"{report['wall_seconds'] / 60:.1f} min; it reused the saved outputs of "
+            f"{len(reused)} steps of an earlier run ({', '.join(reused)}), which took "
+            f"{sum(reused.values()) / 60:.1f} min then"
+        )
     lines = [
         fam.heading,
         "",
-        f"Command: `{report['command']}` ({report['wall_seconds'] / 60:.1f} min end to end, "
+        f"Command: `{report['command']}` ({wall}, "
         f"seqrl {report['seqrl_revision']}, {report['machine'].get('nproc', '?')} CPUs, load "
         f"{report['load_average'][0]:.1f}). {fam.tasks[0].upper() + fam.tasks[1:]}; training "
         f"data: {report['episodes_per_task']} {data}. Seeds per agent in the table (the "

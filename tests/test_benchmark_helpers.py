@@ -30,3 +30,18 @@ def test_ratios_with_and_without_a_target():
     assert got[0] == {"name": "speed", "value": 3.0, "target": ">= 2", "met": True}
     assert got[1] == {"name": "speed, no target", "value": 3.0, "target": None, "met": None}
     assert got[2]["value"] is None and got[2]["met"] is None
+
+
+def test_a_resumed_meta_pipeline_reports_the_steps_it_reused(tmp_path):
+    from benchmarks.meta_pipeline import reused_steps
+
+    previous = tmp_path / "meta_x.json"
+    assert reused_steps(previous, {"train DT": 3.0}) == {}  # no earlier run: nothing reused
+    # the earlier run had itself reused its experts from a run before it
+    previous.write_text(
+        '{"reused_seconds": {"PPO experts": 900.0},'
+        ' "step_seconds": {"collect": 30.0, "train DT": 60.0, "train Meta-DT": 100.0}}'
+    )
+    # this run re-trained Meta-DT only: the experts, the data and the DT came from before
+    got = reused_steps(previous, {"train Meta-DT": 101.0, "eval-meta Meta-DT zero-shot": 9.0})
+    assert got == {"PPO experts": 900.0, "collect": 30.0, "train DT": 60.0}
