@@ -73,10 +73,9 @@ Z_FLOOR = 0.01
 
 def inverse_sqrt(a: jax.Array, iterations: int = 30) -> jax.Array:
     """``a^(-1/2)`` of a symmetric positive definite matrix by the coupled Newton-Schulz
-    iteration (Higham, "Functions of Matrices", 2008, eq. 6.35): matrix products only, so it
-    vmaps inside any program (``jnp.linalg.eigh`` there hung XLA:CPU inside the vmapped world
-    model init). Converges for eigenvalues of ``a / ||a||_F`` in (0, 1]; 30 iterations take a
-    condition number of 1e4 to float32 precision."""
+    iteration (Higham, "Functions of Matrices", 2008, eq. 6.35): matrix products only, no
+    LAPACK call inside the vmapped init program. Converges for eigenvalues of ``a / ||a||_F``
+    in (0, 1]; 30 iterations take a condition number of 1e4 to 3e-5 relative error (float32)."""
     norm = jnp.linalg.norm(a)
     eye = jnp.eye(a.shape[0], dtype=a.dtype)
 

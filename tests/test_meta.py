@@ -453,6 +453,15 @@ def test_per_task_ppo_trains_one_learner_per_task():
     assert np.all(score > 0.6), (per_task, refs)
 
 
+def test_inverse_square_root_of_a_rotated_ill_conditioned_matrix():
+    # a = R diag(4, 1/100) R^T: a^(-1/2) = R diag(1/2, 10) R^T (R: rotation by 30 degrees)
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    rot = np.array([[c, -s], [s, c]])
+    a = rot @ np.diag([4.0, 0.01]) @ rot.T
+    got = np.asarray(meta_dt.inverse_sqrt(jnp.asarray(a, jnp.float32)))
+    np.testing.assert_allclose(got, rot @ np.diag([0.5, 10.0]) @ rot.T, rtol=1e-4, atol=1e-4)
+
+
 def test_task_vectors_of_any_episodes_match_the_training_z(tiny_meta_dt):
     trainer, state = tiny_meta_dt["trainer"], tiny_meta_dt["state"]
     # the training episodes: exactly the z the DT was trained with
