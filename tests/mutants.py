@@ -229,6 +229,14 @@ MUTANTS = [
         ("tests/test_meta.py",),
     ),
     M(
+        "meta-z-whitening",
+        "Meta-DT's z table is centered but not whitened",
+        "agents/meta_dt.py",
+        "return wm_params, losses[-100:].mean(), errors, (z_table - shift) @ whiten",
+        "return wm_params, losses[-100:].mean(), errors, z_table - shift",
+        ("tests/test_meta.py",),
+    ),
+    M(
         "meta-z-model",
         "Meta-DT's state tokens ignore z",
         "agents/meta_dt.py",
