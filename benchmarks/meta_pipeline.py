@@ -732,6 +732,18 @@ def _table(rows: list[dict], st: dict) -> list[str]:
     return lines
 
 
+def _wall(report: dict) -> str:
+    """The run's wall time, and what a resumed run reused from an earlier one."""
+    reused = report.get("reused_seconds") or {}
+    if not reused:
+        return f"{report['wall_seconds'] / 60:.1f} min end to end"
+    return (
+        f"{report['wall_seconds'] / 60:.1f} min; it reused the saved outputs of "
+        f"{len(reused)} steps of an earlier run ({', '.join(reused)}), which took "
+        f"{sum(reused.values()) / 60:.1f} min then"
+    )
+
+
 def _markdown(fam: Family, report: dict) -> str:
     rows = report["rows"]
     st = report.get("statistics") or statistics(rows)
@@ -740,14 +752,7 @@ def _markdown(fam: Family, report: dict) -> str:
         if fam.train_noise
         else "medium episodes"
     )
-    reused = report.get("reused_seconds") or {}
-    wall = f"{report['wall_seconds'] / 60:.1f} min end to end"
-    if reused:
-        wall = (
-            f"{report['wall_seconds'] / 60:.1f} min; it reused the saved outputs of "
-            f"{len(reused)} steps of an earlier run ({', '.join(reused)}), which took "
-            f"{sum(reused.values()) / 60:.1f} min then"
-        )
+    wall = _wall(report)
     lines = [
         fam.heading,
         "",
